@@ -1,17 +1,25 @@
+// Command kdiag diagnoses Kubernetes clusters. Installed as kubectl-diag it is
+// also a kubectl plugin ("kubectl diag ...").
 package main
 
 import (
-	_ "github.com/coredns/caddy/caddyfile"
-	_ "github.com/prometheus/client_golang/prometheus"
-	_ "github.com/spf13/cobra"
-	_ "golang.org/x/sync/errgroup"
-	_ "k8s.io/cli-runtime/pkg/genericclioptions"
-	_ "k8s.io/client-go/kubernetes"
-	_ "k8s.io/client-go/tools/pager"
-	_ "sigs.k8s.io/controller-runtime"
-	_ "sigs.k8s.io/yaml"
-	_ "github.com/cilium/ebpf"
-	_ "k8s.io/client-go/kubernetes/fake"
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/kdiag/kdiag/internal/cli"
 )
 
-func main() {}
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := cli.NewRootCommand(genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr})
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "error: %v\n", err)
+		os.Exit(cli.ExitCode(err))
+	}
+}

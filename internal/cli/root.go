@@ -1,0 +1,71 @@
+// Package cli wires kdiag's cobra commands and flags. It holds no diagnosis
+// logic: each verb lives in its own file and calls into pkg/.
+package cli
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+)
+
+// Globals carries what every subcommand shares: the IO streams, the standard
+// kubectl connection flags and the logger.
+type Globals struct {
+	Streams     genericiooptions.IOStreams
+	ConfigFlags *genericclioptions.ConfigFlags
+	logLevel    string
+}
+
+// Logger returns a slog logger that writes to stderr at the level chosen with
+// --log-level, so that machine output on stdout stays clean.
+func (g *Globals) Logger() *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+		lvl = slog.LevelWarn
+	}
+	return slog.New(slog.NewTextHandler(g.Streams.ErrOut, &slog.HandlerOptions{Level: lvl}))
+}
+
+// NewRootCommand builds the kdiag command tree. When the binary is installed
+// as kubectl-diag, the usage line reads "kubectl diag" so that kubectl's
+// plugin mechanism and the help text agree.
+func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	g := &Globals{
+		Streams:     streams,
+		ConfigFlags: genericclioptions.NewConfigFlags(true),
+	}
+	use := "kdiag"
+	if strings.HasPrefix(filepath.Base(os.Args[0]), "kubectl-diag") {
+		use = "kubectl diag"
+	}
+	root := &cobra.Command{
+		Use:   use,
+		Short: "Find what is wrong with a Kubernetes cluster, prove it, and fix it safely",
+		Long: `kdiag takes you from a symptom to its root cause and to a fix that was checked
+by a server-side dry run before you apply it.
+
+  doctor   read the cluster once and report findings by area
+  lab      run a real local control plane with the seed scenarios`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	g.ConfigFlags.AddFlags(root.PersistentFlags())
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn or error")
+
+	for _, add := range []func(*Globals) *cobra.Command{
+		newDoctorCommand,
+		newDumpCommand,
+		newLabCommand,
+	} {
+		root.AddCommand(add(g))
+	}
+	return root
+}
