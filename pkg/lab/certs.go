@@ -1,0 +1,163 @@
+package lab
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/kdiag/kdiag/pkg/lab/pki"
+)
+
+// Network settings of the lab control plane.
+const (
+	// ServiceCIDR is the Service ClusterIP range.
+	ServiceCIDR = "10.96.0.0/16"
+	// ClusterCIDR is the Pod range kube-controller-manager splits into one
+	// /24 podCIDR per Node.
+	ClusterCIDR = "10.244.0.0/16"
+	// ServiceAccountIssuer is the issuer of service-account tokens.
+	ServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
+)
+
+// Identities used by the lab's own clients.
+const (
+	// AdminUser is the user of DIR/kubeconfig; its group is system:masters.
+	AdminUser = "kdiag-lab-admin"
+	// ContextName names the cluster, user and context in the kubeconfigs.
+	ContextName = "kdiag-lab"
+
+	controllerManagerUser = "system:kube-controller-manager"
+	schedulerUser         = "system:kube-scheduler"
+)
+
+// Names of the files in DIR/pki.
+const (
+	caName                = "ca"
+	apiServerName         = "apiserver"
+	adminName             = "admin"
+	controllerManagerName = "controller-manager"
+	schedulerName         = "scheduler"
+	saKeyFile             = "sa.key"
+	saPubFile             = "sa.pub"
+)
+
+// generatePKI writes DIR/pki: the CA, the apiserver serving certificate, the
+// client certificates of the admin, kube-controller-manager and
+// kube-scheduler, serving certificates for the latter two (so that their
+// health endpoints can be checked against the lab CA), and the
+// service-account key pair.
+func generatePKI(l Layout) (*pki.CA, error) {
+	ca, err := pki.NewCA("kdiag-lab-ca")
+	if err != nil {
+		return nil, err
+	}
+	caKey, err := ca.KeyPEM()
+	if err != nil {
+		return nil, fmt.Errorf("encode CA key: %w", err)
+	}
+	if err := pki.WriteFiles(l.PKI(), caName, ca.CertPEM(), caKey); err != nil {
+		return nil, err
+	}
+	loopback := []net.IP{net.IPv4(127, 0, 0, 1)}
+	issue := []struct {
+		file string
+		req  pki.Request
+	}{
+		{apiServerName, pki.Request{
+			CommonName: "kube-apiserver",
+			DNSNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+			// 10.96.0.1 is the kubernetes Service's ClusterIP, the
+			// first address of ServiceCIDR.
+			IPs:    []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)},
+			Server: true,
+		}},
+		{adminName, pki.Request{CommonName: AdminUser, Organizations: []string{"system:masters"}, Client: true}},
+		{controllerManagerName, pki.Request{CommonName: controllerManagerUser, Client: true}},
+		{schedulerName, pki.Request{CommonName: schedulerUser, Client: true}},
+		{controllerManagerName + "-serving", pki.Request{CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: loopback, Server: true}},
+		{schedulerName + "-serving", pki.Request{CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Server: true}},
+	}
+	for _, i := range issue {
+		p, err := ca.Issue(i.req)
+		if err != nil {
+			return nil, err
+		}
+		if err := pki.WriteFiles(l.PKI(), i.file, p.CertPEM, p.KeyPEM); err != nil {
+			return nil, err
+		}
+	}
+	sa, err := pki.NewServiceAccountKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(l.PKIFile(saKeyFile), sa.PrivatePEM, 0o600); err != nil {
+		return nil, fmt.Errorf("write service-account key: %w", err)
+	}
+	if err := os.WriteFile(l.PKIFile(saPubFile), sa.PublicPEM, 0o644); err != nil {
+		return nil, fmt.Errorf("write service-account public key: %w", err)
+	}
+	return ca, nil
+}
+
+// writeKubeconfig writes a kubeconfig for server whose user authenticates
+// with the certificate DIR/pki/<certName>.{crt,key}. Everything is embedded
+// so that the file can be copied elsewhere.
+func writeKubeconfig(l Layout, path, server, user, certName string) error {
+	caPEM, err := os.ReadFile(l.PKIFile(caName + ".crt"))
+	if err != nil {
+		return fmt.Errorf("read CA certificate: %w", err)
+	}
+	certPEM, err := os.ReadFile(l.PKIFile(certName + ".crt"))
+	if err != nil {
+		return fmt.Errorf("read %s certificate: %w", certName, err)
+	}
+	keyPEM, err := os.ReadFile(l.PKIFile(certName + ".key"))
+	if err != nil {
+		return fmt.Errorf("read %s key: %w", certName, err)
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[ContextName] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}
+	cfg.Contexts[ContextName] = &clientcmdapi.Context{Cluster: ContextName, AuthInfo: user}
+	cfg.CurrentContext = ContextName
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		return fmt.Errorf("write kubeconfig %s: %w", path, err)
+	}
+	// WriteToFile creates the file with 0600 already; be explicit because
+	// it embeds a private key.
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("restrict kubeconfig %s: %w", path, err)
+	}
+	return nil
+}
+
+// clientCertConfig mints a client certificate for user in groups, valid
+// until notAfter (which may lie in the past), and returns a rest.Config
+// that uses it against server.
+func clientCertConfig(l Layout, server, user string, groups []string, notAfter time.Time) (*rest.Config, error) {
+	ca, err := pki.LoadCA(l.PKIFile(caName+".crt"), l.PKIFile(caName+".key"))
+	if err != nil {
+		return nil, fmt.Errorf("client certificate for %q: %w", user, err)
+	}
+	p, err := ca.Issue(pki.Request{CommonName: user, Organizations: groups, Client: true, NotAfter: notAfter})
+	if err != nil {
+		return nil, fmt.Errorf("client certificate for %q: %w", user, err)
+	}
+	return &rest.Config{
+		Host: server,
+		TLSClientConfig: rest.TLSClientConfig{
+			CAData:   ca.CertPEM(),
+			CertData: p.CertPEM,
+			KeyData:  p.KeyPEM,
+		},
+	}, nil
+}

@@ -1,0 +1,129 @@
+package lab
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/kdiag/kdiag/pkg/lab/binaries"
+)
+
+// Ports are the loopback TCP ports of one lab. They are picked free at
+// start-up, so that several labs (and parallel test packages) coexist.
+type Ports struct {
+	EtcdClient        int `json:"etcdClient"`
+	EtcdPeer          int `json:"etcdPeer"`
+	APIServer         int `json:"apiServer"`
+	ControllerManager int `json:"controllerManager"`
+	Scheduler         int `json:"scheduler"`
+}
+
+// APIServerURL returns the URL of the kube-apiserver.
+func (p Ports) APIServerURL() string { return fmt.Sprintf("https://127.0.0.1:%d", p.APIServer) }
+
+func (p Ports) etcdClientURL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.EtcdClient) }
+func (p Ports) etcdPeerURL() string   { return fmt.Sprintf("http://127.0.0.1:%d", p.EtcdPeer) }
+
+// component is one control-plane process: its binary and arguments.
+type component struct {
+	name string // process name, log file name and binary name
+	args []string
+}
+
+// etcdComponent is a single-member etcd on loopback, without TLS: only
+// local processes can reach it, and the apiserver is its only client.
+func etcdComponent(l Layout, p Ports) component {
+	return component{name: binaries.Etcd, args: []string{
+		"--name=lab",
+		"--data-dir=" + l.EtcdData(),
+		"--listen-client-urls=" + p.etcdClientURL(),
+		"--advertise-client-urls=" + p.etcdClientURL(),
+		"--listen-peer-urls=" + p.etcdPeerURL(),
+		"--initial-advertise-peer-urls=" + p.etcdPeerURL(),
+		"--initial-cluster=lab=" + p.etcdPeerURL(),
+		"--initial-cluster-state=new",
+		// The lab's data is disposable; fsync would make every write wait
+		// for the disk and slow the control plane down a lot.
+		"--unsafe-no-fsync",
+		"--log-level=warn",
+	}}
+}
+
+// apiServerComponent is kube-apiserver serving on 127.0.0.1 only.
+func apiServerComponent(l Layout, p Ports) component {
+	return component{name: binaries.APIServer, args: []string{
+		"--etcd-servers=" + p.etcdClientURL(),
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(p.APIServer),
+		"--advertise-address=127.0.0.1",
+		// Endpoints may not hold loopback addresses, so the reconciler that
+		// publishes the apiserver's address in the default/kubernetes
+		// Endpoints would fail forever. The Service itself still exists.
+		"--endpoint-reconciler-type=none",
+		"--tls-cert-file=" + l.PKIFile(apiServerName+".crt"),
+		"--tls-private-key-file=" + l.PKIFile(apiServerName+".key"),
+		"--client-ca-file=" + l.PKIFile(caName+".crt"),
+		"--service-cluster-ip-range=" + ServiceCIDR,
+		"--service-account-issuer=" + ServiceAccountIssuer,
+		"--service-account-key-file=" + l.PKIFile(saPubFile),
+		"--service-account-signing-key-file=" + l.PKIFile(saKeyFile),
+		"--authorization-mode=Node,RBAC",
+		// The ServiceAccount admission plugin rejects a Pod until its
+		// namespace's "default" ServiceAccount exists, which the controller
+		// manager creates asynchronously: creating a namespace and then a
+		// Pod at once would race it. It would also inject token volumes
+		// that the simulated kubelet never mounts. Nothing in the lab needs
+		// either, so the plugin is off.
+		"--disable-admission-plugins=ServiceAccount",
+		"--allow-privileged=true",
+		"--profiling=false",
+	}}
+}
+
+// controllerManagerComponent runs every default controller.
+func controllerManagerComponent(l Layout, p Ports) component {
+	kc := l.Config(controllerManagerName)
+	return component{name: binaries.ControllerManager, args: []string{
+		"--kubeconfig=" + kc,
+		"--authentication-kubeconfig=" + kc,
+		"--authorization-kubeconfig=" + kc,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(p.ControllerManager),
+		"--tls-cert-file=" + l.PKIFile(controllerManagerName+"-serving.crt"),
+		"--tls-private-key-file=" + l.PKIFile(controllerManagerName+"-serving.key"),
+		"--controllers=*",
+		"--leader-elect=false",
+		// Each controller uses its own service account, as in kubeadm
+		// clusters; the system:kube-controller-manager role is written for
+		// that mode.
+		"--use-service-account-credentials=true",
+		"--root-ca-file=" + l.PKIFile(caName+".crt"),
+		"--service-account-private-key-file=" + l.PKIFile(saKeyFile),
+		"--cluster-signing-cert-file=" + l.PKIFile(caName+".crt"),
+		"--cluster-signing-key-file=" + l.PKIFile(caName+".key"),
+		"--allocate-node-cidrs=true",
+		"--cluster-cidr=" + ClusterCIDR,
+		"--service-cluster-ip-range=" + ServiceCIDR,
+		// The default (50s) makes a dead node take most of a minute to turn
+		// NotReady. The lab shortens it so that scenarios and users see the
+		// condition quickly. The simulated kubelet renews its Lease every
+		// 10s, well inside this period.
+		"--node-monitor-grace-period=20s",
+		"--profiling=false",
+	}}
+}
+
+// schedulerComponent is kube-scheduler with its default profile.
+func schedulerComponent(l Layout, p Ports) component {
+	kc := l.Config(schedulerName)
+	return component{name: binaries.Scheduler, args: []string{
+		"--kubeconfig=" + kc,
+		"--authentication-kubeconfig=" + kc,
+		"--authorization-kubeconfig=" + kc,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(p.Scheduler),
+		"--tls-cert-file=" + l.PKIFile(schedulerName+"-serving.crt"),
+		"--tls-private-key-file=" + l.PKIFile(schedulerName+"-serving.key"),
+		"--leader-elect=false",
+		"--profiling=false",
+	}}
+}
