@@ -329,12 +329,7 @@ func (b Budget) UnhealthyMembers() []Member {
 
 // Missing returns how many expected pods do not exist at all (for example
 // because a quota or a failing admission webhook blocks their creation).
+// Pods being deleted still exist and are counted by UnhealthyMembers.
 func (b Budget) Missing() int32 {
-	var live int32
-	for _, m := range b.Members {
-		if m.Pod.DeletionTimestamp == nil {
-			live++
-		}
-	}
-	return max(b.ExpectedPods-live, 0)
+	return max(b.ExpectedPods-int32(len(b.Members)), 0)
 }

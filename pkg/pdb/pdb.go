@@ -52,10 +52,15 @@ func Covers(p *policyv1.PodDisruptionBudget, pod *corev1.Pod) bool {
 // SelectorString renders a budget's selector for `kubectl get pods -l`:
 // "" for the empty selector (every pod) and "<none>" for a null one.
 func SelectorString(p *policyv1.PodDisruptionBudget) string {
-	if p.Spec.Selector == nil {
+	switch sel := p.Spec.Selector; {
+	case sel == nil:
 		return "<none>"
+	case len(sel.MatchLabels) == 0 && len(sel.MatchExpressions) == 0:
+		// FormatLabelSelector renders {} as "<none>" too; it selects all.
+		return ""
+	default:
+		return metav1.FormatLabelSelector(sel)
 	}
-	return metav1.FormatLabelSelector(p.Spec.Selector)
 }
 
 // IsHealthy reports whether the disruption controller counts the pod as

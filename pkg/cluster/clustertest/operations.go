@@ -125,4 +125,3 @@ func SetPodReady(p *corev1.Pod, ready bool) {
 		p.Status.ContainerStatuses[i].Ready = ready
 	}
 }
-
