@@ -1,0 +1,262 @@
+// Package tcp is the "trace tcp" gadget: TCP connects, accepts and closes,
+// failed connects with their errno, RSTs received and sent, and
+// retransmits, from kernel tracepoints, labelled with Kubernetes names.
+package tcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/kdiag/kdiag/pkg/enrich"
+	"github.com/kdiag/kdiag/pkg/gadget"
+	"github.com/kdiag/kdiag/pkg/gadget/internal/kernel"
+)
+
+// Event types.
+const (
+	TypeConnect     = "connect"
+	TypeAccept      = "accept"
+	TypeClose       = "close"
+	TypeRSTReceived = "rst-received"
+	TypeRSTSent     = "rst-sent"
+	TypeRetransmit  = "retransmit"
+)
+
+var typeNames = map[uint8]string{
+	1: TypeConnect, 2: TypeAccept, 3: TypeClose, 4: TypeRSTReceived, 5: TypeRSTSent, 6: TypeRetransmit,
+}
+
+var stateNames = map[uint8]string{
+	1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+	7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV",
+}
+
+// Event is one TCP event. For connect, close, RSTs and retransmits Src is
+// the local end and Dst the remote one; for accept Src is the client that
+// connected and Dst the local listening end.
+type Event struct {
+	Time time.Time `json:"time"`
+	Type string    `json:"type"`
+	// Error is the errno name for a failure (ECONNREFUSED, ETIMEDOUT,
+	// ECONNRESET, EHOSTUNREACH...), empty on success.
+	Error string          `json:"error,omitempty"`
+	Src   gadget.Endpoint `json:"src"`
+	Dst   gadget.Endpoint `json:"dst"`
+	// PID and Comm are the process that opened the connection, when known
+	// (accepts and RSTs sent without a socket happen in softirq context).
+	PID  uint32 `json:"pid,omitempty"`
+	TID  uint32 `json:"tid,omitempty"`
+	Comm string `json:"comm,omitempty"`
+	// Netns is the inode number of the socket's network namespace.
+	Netns uint32 `json:"netns,omitempty"`
+	// CgroupID is the socket's cgroup v2 id (0 when unknown).
+	CgroupID uint64 `json:"cgroupId,omitempty"`
+	// State is the TCP state the socket was in (before the transition).
+	State string     `json:"state,omitempty"`
+	K8s   enrich.K8s `json:"k8s"`
+}
+
+// Failed reports whether the event is a failure (an errno, an RST or a
+// retransmit).
+func (e Event) Failed() bool {
+	return e.Error != "" || e.Type == TypeRSTReceived || e.Type == TypeRSTSent || e.Type == TypeRetransmit
+}
+
+// Options configures a Tracer.
+type Options struct {
+	gadget.Options
+	// FailuresOnly drops successful connects, accepts and clean closes in
+	// the kernel.
+	FailuresOnly bool
+	// Env points at non-standard kernel interface paths (tests).
+	Env kernel.Env
+}
+
+// Tracepoints the gadget attaches to.
+var tracepoints = []struct{ group, name, prog string }{
+	{"sock", "inet_sock_set_state", "handle_set_state"},
+	{"tcp", "tcp_receive_reset", "handle_receive_reset"},
+	{"tcp", "tcp_send_reset", "handle_send_reset"},
+	{"tcp", "tcp_retransmit_skb", "handle_retransmit"},
+	{"syscalls", "sys_enter_connect", "handle_connect_enter"},
+	{"syscalls", "sys_exit_connect", "handle_connect_exit"},
+}
+
+// Tracer is a loaded and attached TCP gadget.
+type Tracer struct {
+	opts  Options
+	log   *slog.Logger
+	objs  tcpObjects
+	links []link.Link
+	sel   *enrich.Selection
+	clock kernel.BootClock
+
+	closeOnce sync.Once
+}
+
+// New checks privileges and kernel support, resolves the filter, loads the
+// BPF programs and attaches them. Events are queued from then on; call Run
+// to consume them and Close to detach.
+func New(opts Options) (*Tracer, error) {
+	t := &Tracer{opts: opts, log: opts.Logger}
+	if t.log == nil {
+		t.log = slog.New(slog.DiscardHandler)
+	}
+	if err := opts.Env.Preflight(); err != nil {
+		return nil, err
+	}
+	var tps []string
+	for _, tp := range tracepoints {
+		tps = append(tps, tp.group+":"+tp.name)
+	}
+	if err := opts.Env.CheckTracepoints(tps...); err != nil {
+		return nil, err
+	}
+	if !opts.Filter.Empty() {
+		sel, err := opts.Enricher.Select(opts.Filter)
+		if err != nil {
+			return nil, err
+		}
+		t.sel = sel
+	}
+	clock, err := kernel.NewBootClock()
+	if err != nil {
+		return nil, err
+	}
+	t.clock = clock
+
+	spec, err := loadTcp()
+	if err != nil {
+		return nil, fmt.Errorf("read embedded tcp BPF object: %w", err)
+	}
+	consts := kernel.FilterConstants(t.sel)
+	consts["failures_only"] = boolU8(opts.FailuresOnly)
+	if err := kernel.SetConstants(spec, consts); err != nil {
+		return nil, err
+	}
+	if opts.RingBytes != 0 {
+		spec.Maps["events"].MaxEntries = opts.RingBytes
+	}
+	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+		return nil, kernel.LoadError("tcp", err)
+	}
+	if err := kernel.SyncFilter(t.objs.FilterCgroups, t.objs.FilterNetns, t.sel); err != nil {
+		t.Close()
+		return nil, err
+	}
+	progs := map[string]*ebpf.Program{
+		"handle_set_state":     t.objs.HandleSetState,
+		"handle_receive_reset": t.objs.HandleReceiveReset,
+		"handle_send_reset":    t.objs.HandleSendReset,
+		"handle_retransmit":    t.objs.HandleRetransmit,
+		"handle_connect_enter": t.objs.HandleConnectEnter,
+		"handle_connect_exit":  t.objs.HandleConnectExit,
+	}
+	for _, tp := range tracepoints {
+		l, err := link.Tracepoint(tp.group, tp.name, progs[tp.prog], nil)
+		if err != nil {
+			t.Close()
+			return nil, fmt.Errorf("attach to tracepoint %s:%s: %w", tp.group, tp.name, err)
+		}
+		t.links = append(t.links, l)
+	}
+	return t, nil
+}
+
+func boolU8(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Close detaches and unloads the programs. It is safe to call twice.
+func (t *Tracer) Close() error {
+	var errs []error
+	t.closeOnce.Do(func() {
+		for _, l := range t.links {
+			errs = append(errs, l.Close())
+		}
+		errs = append(errs, t.objs.Close())
+	})
+	return errors.Join(errs...)
+}
+
+// Run delivers events to fn until ctx is done, then drains the ring buffer
+// and returns the counts. fn runs on one goroutine.
+func (t *Tracer) Run(ctx context.Context, fn func(Event)) (gadget.Stats, error) {
+	var filtered uint64
+	lastRefresh := time.Now()
+	r := kernel.Reader{
+		Ring:   t.objs.Events,
+		Lost:   t.objs.Lost,
+		OnLost: t.opts.OnLost,
+		Tick: func(now time.Time) {
+			if t.sel == nil || now.Sub(lastRefresh) < 2*time.Second {
+				return
+			}
+			lastRefresh = now
+			t.sel.Refresh()
+			if err := kernel.SyncFilter(t.objs.FilterCgroups, t.objs.FilterNetns, t.sel); err != nil {
+				t.log.Warn("refresh filter", "err", err)
+			}
+		},
+	}
+	st, err := r.Run(ctx, func(raw []byte) {
+		ev, ok := t.decode(raw)
+		if !ok {
+			return
+		}
+		if t.sel != nil && !t.sel.Match(ev.K8s) {
+			filtered++
+			return
+		}
+		fn(ev)
+	})
+	st.Filtered = filtered
+	st.Events -= filtered
+	return st, err
+}
+
+// decode turns a raw record into an Event. The record is the C struct
+// event; bpf2go generated tcpEvent with the same layout, so a cast is
+// exact and avoids reflection on the hot path.
+func (t *Tracer) decode(raw []byte) (Event, bool) {
+	if len(raw) < int(unsafe.Sizeof(tcpEvent{})) {
+		t.log.Warn("short tcp record", "bytes", len(raw))
+		return Event{}, false
+	}
+	e := (*tcpEvent)(unsafe.Pointer(&raw[0]))
+	ev := Event{
+		Time:     t.clock.Time(e.Ts),
+		Type:     typeNames[e.Type],
+		Error:    kernel.ErrnoName(e.Err),
+		PID:      e.Pid,
+		TID:      e.Tid,
+		Comm:     kernel.CString(e.Comm[:]),
+		Netns:    e.Netns,
+		CgroupID: e.CgroupId,
+		State:    stateNames[e.Oldstate],
+	}
+	local := gadget.Endpoint{Addr: gadget.AddrFrom16(e.Family, e.Saddr), Port: e.Sport}
+	remote := gadget.Endpoint{Addr: gadget.AddrFrom16(e.Family, e.Daddr), Port: e.Dport}
+	if en := t.opts.Enricher; en != nil {
+		local.K8s = en.Peer(local.Addr)
+		remote.K8s = en.Peer(remote.Addr)
+		ev.K8s = en.Resolve(enrich.Keys{CgroupID: e.CgroupId, PID: e.Pid, Netns: e.Netns})
+	}
+	if ev.Type == TypeAccept {
+		ev.Src, ev.Dst = remote, local
+	} else {
+		ev.Src, ev.Dst = local, remote
+	}
+	return ev, true
+}
