@@ -62,6 +62,7 @@ by a server-side dry run before you apply it.
 
 	for _, add := range []func(*Globals) *cobra.Command{
 		newDoctorCommand,
+		newChecksCommand,
 		newDumpCommand,
 		newLabCommand,
 	} {
