@@ -19,9 +19,9 @@ const sliceGrace = 2 * time.Minute
 // endpoint is one backend as the EndpointSlices publish it, deduplicated
 // across address families (a dual-stack pod appears in two slices).
 type endpoint struct {
-	address                   string
-	pod                       string // targetRef name when it is a Pod
-	node                      string
+	address                     string
+	pod                         string // targetRef name when it is a Pod
+	node                        string
 	ready, serving, terminating bool
 }
 
