@@ -34,6 +34,7 @@ const (
 
 	controllerManagerUser = "system:kube-controller-manager"
 	schedulerUser         = "system:kube-scheduler"
+	frontProxyClientUser  = "front-proxy-client"
 )
 
 // Names of the files in DIR/pki.
@@ -43,6 +44,8 @@ const (
 	adminName             = "admin"
 	controllerManagerName = "controller-manager"
 	schedulerName         = "scheduler"
+	frontProxyCAName      = "front-proxy-ca"
+	frontProxyClientName  = "front-proxy-client"
 	saKeyFile             = "sa.key"
 	saPubFile             = "sa.pub"
 )
@@ -50,8 +53,9 @@ const (
 // generatePKI writes DIR/pki: the CA, the apiserver serving certificate, the
 // client certificates of the admin, kube-controller-manager and
 // kube-scheduler, serving certificates for the latter two (so that their
-// health endpoints can be checked against the lab CA), and the
-// service-account key pair.
+// health endpoints can be checked against the lab CA), the front-proxy CA
+// and client certificate of the aggregation layer, and the service-account
+// key pair.
 func generatePKI(l Layout) (*pki.CA, error) {
 	ca, err := pki.NewCA("kdiag-lab-ca")
 	if err != nil {
@@ -78,7 +82,9 @@ func generatePKI(l Layout) (*pki.CA, error) {
 			Server: true,
 		}},
 		{adminName, pki.Request{CommonName: AdminUser, Organizations: []string{"system:masters"}, Client: true}},
-		{controllerManagerName, pki.Request{CommonName: controllerManagerUser, Client: true}},
+		// system:masters because the controllers share this identity
+		// (--use-service-account-credentials=false, see components.go).
+		{controllerManagerName, pki.Request{CommonName: controllerManagerUser, Organizations: []string{"system:masters"}, Client: true}},
 		{schedulerName, pki.Request{CommonName: schedulerUser, Client: true}},
 		{controllerManagerName + "-serving", pki.Request{CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: loopback, Server: true}},
 		{schedulerName + "-serving", pki.Request{CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Server: true}},
@@ -92,6 +98,27 @@ func generatePKI(l Layout) (*pki.CA, error) {
 			return nil, err
 		}
 	}
+	// The front proxy has a CA of its own, as in kubeadm: a certificate
+	// from the main CA must not be able to assert identities in headers.
+	fp, err := pki.NewCA("kdiag-lab-front-proxy-ca")
+	if err != nil {
+		return nil, err
+	}
+	fpKey, err := fp.KeyPEM()
+	if err != nil {
+		return nil, fmt.Errorf("encode front-proxy CA key: %w", err)
+	}
+	if err := pki.WriteFiles(l.PKI(), frontProxyCAName, fp.CertPEM(), fpKey); err != nil {
+		return nil, err
+	}
+	fpc, err := fp.Issue(pki.Request{CommonName: frontProxyClientUser, Client: true})
+	if err != nil {
+		return nil, err
+	}
+	if err := pki.WriteFiles(l.PKI(), frontProxyClientName, fpc.CertPEM, fpc.KeyPEM); err != nil {
+		return nil, err
+	}
+
 	sa, err := pki.NewServiceAccountKey()
 	if err != nil {
 		return nil, err

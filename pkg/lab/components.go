@@ -62,6 +62,17 @@ func apiServerComponent(l Layout, p Ports) component {
 		"--tls-cert-file=" + l.PKIFile(apiServerName+".crt"),
 		"--tls-private-key-file=" + l.PKIFile(apiServerName+".key"),
 		"--client-ca-file=" + l.PKIFile(caName+".crt"),
+		// The aggregation layer's front proxy, set up as kubeadm does. Without
+		// it the controller manager and scheduler log an error every few
+		// seconds about a missing request-header CA, and extension API
+		// servers (such as a metrics server) could not be registered.
+		"--requestheader-client-ca-file=" + l.PKIFile(frontProxyCAName+".crt"),
+		"--requestheader-allowed-names=" + frontProxyClientUser,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + l.PKIFile(frontProxyClientName+".crt"),
+		"--proxy-client-key-file=" + l.PKIFile(frontProxyClientName+".key"),
 		"--service-cluster-ip-range=" + ServiceCIDR,
 		"--service-account-issuer=" + ServiceAccountIssuer,
 		"--service-account-key-file=" + l.PKIFile(saPubFile),
@@ -92,10 +103,12 @@ func controllerManagerComponent(l Layout, p Ports) component {
 		"--tls-private-key-file=" + l.PKIFile(controllerManagerName+"-serving.key"),
 		"--controllers=*",
 		"--leader-elect=false",
-		// Each controller uses its own service account, as in kubeadm
-		// clusters; the system:kube-controller-manager role is written for
-		// that mode.
-		"--use-service-account-credentials=true",
+		// kubeadm clusters give each controller its own service account.
+		// Setting those up (one ServiceAccount and TokenRequest per
+		// controller) doubles the lab's start-up time, ~5 s to ~9 s, so
+		// the controllers share the controller manager's own identity,
+		// whose certificate adds the group system:masters (see certs.go).
+		"--use-service-account-credentials=false",
 		"--root-ca-file=" + l.PKIFile(caName+".crt"),
 		"--service-account-private-key-file=" + l.PKIFile(saKeyFile),
 		"--cluster-signing-cert-file=" + l.PKIFile(caName+".crt"),

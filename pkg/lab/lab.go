@@ -260,12 +260,18 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 // launch starts one process and records it in the state file.
 func (c *Cluster) launch(name, path string, args []string, detached bool) (*process.Process, error) {
 	p, err := process.Start(process.Spec{
-		Name:     name,
-		Path:     path,
-		Args:     args,
+		Name: name,
+		Path: path,
+		Args: args,
+		// Running in the lab directory, a detached process does not pin
+		// the directory lab up was called from.
+		Dir:      c.layout.Dir,
 		LogFile:  c.layout.Log(name),
 		Detached: detached,
 	})
+	if errors.Is(err, process.ErrExited) {
+		return nil, logError(err, c.layout.Log(name))
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -36,6 +36,8 @@ type Spec struct {
 	Args []string
 	// Env is the environment; nil inherits the current one.
 	Env []string
+	// Dir is the working directory; empty inherits the current one.
+	Dir string
 	// LogFile receives stdout and stderr, appended.
 	LogFile string
 	// Detached starts the process in a new session so that it survives the
@@ -91,6 +93,7 @@ func Start(spec Spec) (*Process, error) {
 
 	cmd := exec.Command(path, spec.Args...)
 	cmd.Env = spec.Env
+	cmd.Dir = spec.Dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	if spec.Detached {
@@ -129,11 +132,14 @@ func Start(spec Spec) (*Process, error) {
 		// The child exited already; its start time is unknown, and a
 		// record without one must never match a later process.
 		<-p.done
-		return nil, fmt.Errorf("start %s: exited at once: %v; see %s", spec.Name, p.err, spec.LogFile)
+		return nil, fmt.Errorf("start %s: %w (%v)", spec.Name, ErrExited, p.err)
 	}
 	p.StartTicks = st.StartTicks
 	return p, nil
 }
+
+// ErrExited reports a process that exited before Start could record it.
+var ErrExited = errors.New("exited at once")
 
 // Stat is the part of /proc/<pid>/stat the lab uses.
 type Stat struct {
