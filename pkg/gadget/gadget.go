@@ -44,6 +44,9 @@ type Stats struct {
 	// Filtered is the number of events read but dropped by the user-space
 	// part of the filter.
 	Filtered uint64 `json:"filtered"`
+	// Unparsed is the number of records that could not be decoded (e.g. a
+	// packet on a DNS port that is not DNS).
+	Unparsed uint64 `json:"unparsed,omitempty"`
 }
 
 // Endpoint is one end of a connection or DNS exchange.

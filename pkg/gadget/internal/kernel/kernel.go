@@ -353,3 +353,23 @@ func (r *Reader) Run(ctx context.Context, handle func(raw []byte)) (gadget.Stats
 		}
 	}
 }
+
+// fallbackCgroup2 is where EnsureCgroup2 mounts the unified hierarchy on a
+// host that has none mounted (pure cgroup v1).
+const fallbackCgroup2 = "/run/kdiag/cgroup2"
+
+// EnsureCgroup2 returns the mount point of the cgroup2 hierarchy, mounting
+// it at /run/kdiag/cgroup2 when no cgroup2 file system is mounted (the
+// hierarchy always exists, even when every controller is on v1).
+func EnsureCgroup2() (string, error) {
+	if root, err := enrich.Cgroup2Root("/proc"); err == nil {
+		return root, nil
+	}
+	if err := os.MkdirAll(fallbackCgroup2, 0o755); err != nil {
+		return "", fmt.Errorf("create cgroup2 mount point: %w", err)
+	}
+	if err := unix.Mount("cgroup2", fallbackCgroup2, "cgroup2", 0, ""); err != nil {
+		return "", fmt.Errorf("mount cgroup2 at %s: %w", fallbackCgroup2, err)
+	}
+	return fallbackCgroup2, nil
+}

@@ -297,6 +297,9 @@ func serveDNSTCP(c net.Conn) {
 }
 
 func buildQuery(id uint16, name string, qtype dnsmessage.Type) ([]byte, error) {
+	if !strings.HasSuffix(name, ".") {
+		name += "."
+	}
 	n, err := dnsmessage.NewName(name)
 	if err != nil {
 		return nil, err

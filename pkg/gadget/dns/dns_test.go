@@ -1,0 +1,205 @@
+package dns_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kdiag/kdiag/pkg/enrich"
+	"github.com/kdiag/kdiag/pkg/gadget"
+	"github.com/kdiag/kdiag/pkg/gadget/dns"
+	"github.com/kdiag/kdiag/pkg/gadget/internal/testbed"
+)
+
+func TestMain(m *testing.M) {
+	testbed.RunHelperIfRequested()
+	os.Exit(m.Run())
+}
+
+const node = "node-1"
+
+type collector struct {
+	mu     sync.Mutex
+	events []dns.Event
+	stats  gadget.Stats
+	err    error
+	done   chan struct{}
+	cancel context.CancelFunc
+}
+
+func startTracer(t *testing.T, opts dns.Options) *collector {
+	t.Helper()
+	tr, err := dns.New(opts)
+	if err != nil {
+		t.Fatalf("dns.New: %v", err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &collector{done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(c.done)
+		st, err := tr.Run(ctx, func(ev dns.Event) {
+			c.mu.Lock()
+			c.events = append(c.events, ev)
+			c.mu.Unlock()
+		})
+		c.mu.Lock()
+		c.stats, c.err = st, err
+		c.mu.Unlock()
+	}()
+	t.Cleanup(c.stop)
+	return c
+}
+
+func (c *collector) stop() {
+	c.cancel()
+	<-c.done
+}
+
+func (c *collector) waitFor(t *testing.T, what string, match func(dns.Event) bool) dns.Event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		for _, ev := range c.events {
+			if match(ev) {
+				c.mu.Unlock()
+				return ev
+			}
+		}
+		c.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no %s event within 10s; got:\n%s", what, c.dump())
+	return dns.Event{}
+}
+
+func (c *collector) dump() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b strings.Builder
+	for _, ev := range c.events {
+		fmt.Fprintf(&b, "  %s %s id=%d %s %s rcode=%s %v %s -> %s pid=%d k8s=%+v\n",
+			ev.Type, ev.Direction, ev.ID, ev.Name, ev.QType, ev.RCode, ev.Answers, ev.Src, ev.Dst, ev.PID, ev.K8s)
+	}
+	return b.String()
+}
+
+func query(t *testing.T, bed *testbed.Bed, p *testbed.Pod, server, proto, name, qtype, want string) {
+	t.Helper()
+	pr := bed.Start(p, "dns-query", server, proto, name, qtype)
+	if err := pr.WaitLine(want, 10*time.Second); err != nil {
+		t.Fatalf("query %s %s: %v", proto, name, err)
+	}
+}
+
+func TestAnsweredFailedAndUnansweredQueries(t *testing.T) {
+	bed := testbed.New(t)
+	client := bed.AddPod("shop", "checkout-6b8d", testbed.PodOptions{})
+	coredns := bed.AddPod("kube-system", "coredns-abc", testbed.PodOptions{})
+	noise := bed.AddPod("other", "noise-1", testbed.PodOptions{})
+	en := enrich.New(enrich.Options{Source: enrich.NewStaticSource(bed.CorePods(node), nil), NodeName: node})
+	c := startTracer(t, dns.Options{
+		Timeout: time.Second,
+		Options: gadget.Options{Enricher: en, Filter: enrich.Filter{Namespace: "shop"}},
+	})
+	bed.StartReady(coredns, "dns-server", ":53")
+	v4 := net.JoinHostPort(coredns.IPv4.String(), "53")
+	v6 := net.JoinHostPort(coredns.IPv6.String(), "53")
+
+	query(t, bed, noise, v4, "udp", "ok-noise.example.com", "A", "result rcode=RCodeSuccess")
+	query(t, bed, client, v4, "udp", "ok.example.com", "A", "result rcode=RCodeSuccess answers=2")
+	query(t, bed, client, v4, "udp", "fail.example.com", "A", "result rcode=RCodeServerFailure")
+	query(t, bed, client, v4, "udp", "drop.example.com", "A", "result timeout")
+	query(t, bed, client, v6, "udp", "ok6.example.com", "AAAA", "result rcode=RCodeSuccess answers=1")
+	query(t, bed, client, v4, "tcp", "oktcp.example.com", "A", "result rcode=RCodeSuccess answers=2")
+
+	wantK8s := enrich.K8s{Node: node, Namespace: "shop", Pod: "checkout-6b8d", Container: "main", PodUID: client.UID}
+	ok := c.waitFor(t, "answered response", func(ev dns.Event) bool {
+		return ev.QR == "R" && ev.Name == "ok.example.com."
+	})
+	if ok.RCode != "Success" || ok.Error != "" {
+		t.Errorf("ok.example.com: rcode %q error %q, want Success and no error", ok.RCode, ok.Error)
+	}
+	if !slices.Equal(ok.Answers, []string{"192.0.2.1", "192.0.2.2"}) {
+		t.Errorf("ok.example.com answers = %v", ok.Answers)
+	}
+	if ok.LatencyNs <= 0 || ok.LatencyNs > int64(time.Second) {
+		t.Errorf("ok.example.com latency = %dns, want a measured round trip", ok.LatencyNs)
+	}
+	if got := ok.Nameserver.String(); got != "pod/kube-system/coredns-abc:53" {
+		t.Errorf("nameserver = %s, want pod/kube-system/coredns-abc:53", got)
+	}
+	if ok.K8s != wantK8s {
+		t.Errorf("response labelled %+v, want %+v", ok.K8s, wantK8s)
+	}
+	if ok.PID == 0 || ok.Comm == "" || ok.Direction != "ingress" || ok.QType != "A" {
+		t.Errorf("response: pid=%d comm=%q direction=%s qtype=%s", ok.PID, ok.Comm, ok.Direction, ok.QType)
+	}
+	if ok.Netns != client.Netns || ok.CgroupID == 0 {
+		t.Errorf("response netns %d cgroup %d, want netns %d and a cgroup id", ok.Netns, ok.CgroupID, client.Netns)
+	}
+	c.waitFor(t, "query", func(ev dns.Event) bool {
+		return ev.QR == "Q" && ev.Type == dns.TypeQuery && ev.Name == "ok.example.com." && ev.Direction == "egress" && ev.PID != 0
+	})
+
+	fail := c.waitFor(t, "SERVFAIL response", func(ev dns.Event) bool {
+		return ev.QR == "R" && ev.Name == "fail.example.com."
+	})
+	if fail.RCode != "ServerFailure" || fail.Error != "ServerFailure" || len(fail.Answers) != 0 {
+		t.Errorf("fail.example.com: rcode %q error %q answers %v", fail.RCode, fail.Error, fail.Answers)
+	}
+
+	un := c.waitFor(t, "unanswered", func(ev dns.Event) bool { return ev.Unanswered })
+	if un.Name != "drop.example.com." || un.QR != "Q" || un.Type != dns.TypeUnanswered || un.LatencyNs < int64(time.Second) {
+		t.Errorf("unanswered event: %+v", un)
+	}
+	if un.K8s != wantK8s || un.Nameserver.Port != 53 {
+		t.Errorf("unanswered event labelled %+v nameserver %s", un.K8s, un.Nameserver)
+	}
+
+	v6resp := c.waitFor(t, "IPv6 response", func(ev dns.Event) bool { return ev.QR == "R" && ev.Name == "ok6.example.com." })
+	if !slices.Equal(v6resp.Answers, []string{"2001:db8::1"}) || v6resp.QType != "AAAA" || !v6resp.Src.Addr.Is6() {
+		t.Errorf("IPv6 response: %+v", v6resp)
+	}
+	tcpResp := c.waitFor(t, "TCP response", func(ev dns.Event) bool { return ev.QR == "R" && ev.Name == "oktcp.example.com." })
+	if tcpResp.Protocol != "tcp" || tcpResp.LatencyNs <= 0 {
+		t.Errorf("TCP response: protocol %s latency %d", tcpResp.Protocol, tcpResp.LatencyNs)
+	}
+
+	c.stop()
+	unanswered := 0
+	for _, ev := range c.events {
+		if ev.K8s.Pod != "checkout-6b8d" {
+			t.Errorf("event outside the filter: %s %s k8s=%+v", ev.Type, ev.Name, ev.K8s)
+		}
+		if ev.Unanswered {
+			unanswered++
+		}
+	}
+	if unanswered != 1 {
+		t.Errorf("%d unanswered events, want 1:\n%s", unanswered, c.dump())
+	}
+	if c.err != nil {
+		t.Errorf("Run: %v", c.err)
+	}
+}
+
+func TestOtherPorts(t *testing.T) {
+	bed := testbed.New(t)
+	client := bed.AddPod("shop", "checkout-1", testbed.PodOptions{})
+	server := bed.AddPod("dns", "resolver-1", testbed.PodOptions{})
+	en := enrich.New(enrich.Options{Source: enrich.NewStaticSource(bed.CorePods(node), nil), NodeName: node})
+	c := startTracer(t, dns.Options{Ports: []uint16{5353}, Options: gadget.Options{Enricher: en, Filter: enrich.Filter{PodPrefix: "checkout"}}})
+	bed.StartReady(server, "dns-server", ":5353")
+	query(t, bed, client, net.JoinHostPort(server.IPv4.String(), "5353"), "udp", "ok.port.test", "A", "result rcode=RCodeSuccess")
+	c.waitFor(t, "response on port 5353", func(ev dns.Event) bool {
+		return ev.QR == "R" && ev.Name == "ok.port.test." && ev.Nameserver.Port == 5353
+	})
+}
