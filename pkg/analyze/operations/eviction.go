@@ -233,6 +233,20 @@ func (a *analysis) findPDB(ns, name string) *policyv1.PodDisruptionBudget {
 	return nil
 }
 
+// uniquePDB returns the only budget with this name in any namespace, or nil.
+func (a *analysis) uniquePDB(name string) *policyv1.PodDisruptionBudget {
+	var found *policyv1.PodDisruptionBudget
+	for _, p := range a.pdbs {
+		if p.Name == name {
+			if found != nil {
+				return nil
+			}
+			found = p
+		}
+	}
+	return found
+}
+
 // linkedPDBs finds the budgets behind an event group: named in a message,
 // or covering a linked pod.
 func (a *analysis) linkedPDBs(g *eventGroup, pods []*corev1.Pod) []*policyv1.PodDisruptionBudget {
@@ -254,10 +268,17 @@ func (a *analysis) linkedPDBs(g *eventGroup, pods []*corev1.Pod) []*policyv1.Pod
 				add(a.findPDB(m[1], m[2]))
 				continue
 			}
+			found := false
 			for _, ns := range nsCandidates {
-				if ns != "" {
-					add(a.findPDB(ns, m[2]))
+				if p := a.findPDB(ns, m[2]); ns != "" && p != nil {
+					add(p)
+					found = true
 				}
+			}
+			if !found {
+				// A node's event names no namespace: accept a budget
+				// name that is unique in the cluster.
+				add(a.uniquePDB(m[2]))
 			}
 		}
 	}
