@@ -146,7 +146,7 @@ func TestPDBNoMatchingPods(t *testing.T) {
 			title:    "null selector, which selects no pods in policy/v1",
 			evidence: []string{"spec.selector is null"}},
 		{name: "invalid selector", fire: true,
-			pdb: ct.MinAvailable(ct.PDB("shop", "bad", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Near"}}}), 1),
+			pdb:      ct.MinAvailable(ct.PDB("shop", "bad", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Near"}}}), 1),
 			evidence: []string{"selector error"}},
 		{name: "empty selector in an empty namespace", fire: true,
 			pdb:   ct.MinAvailable(ct.PDB("empty", "all", &metav1.LabelSelector{}), 1),
