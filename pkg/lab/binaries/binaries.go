@@ -329,6 +329,13 @@ func build(ctx context.Context, toolsDir, binDir, stamp string, progress io.Writ
 	if err != nil {
 		return fmt.Errorf("build control-plane binaries: the go command is not on PATH: %w", err)
 	}
+	// A build killed half-way (for example by go test -timeout) leaves its
+	// directory behind; we hold the lock, so none of them is in use.
+	if stale, err := filepath.Glob(filepath.Join(binDir, ".build-*")); err == nil {
+		for _, d := range stale {
+			_ = os.RemoveAll(d)
+		}
+	}
 	tmp, err := os.MkdirTemp(binDir, ".build-")
 	if err != nil {
 		return fmt.Errorf("create build directory: %w", err)
@@ -346,6 +353,10 @@ func build(ctx context.Context, toolsDir, binDir, stamp string, progress io.Writ
 	cmd.Env = append(os.Environ(), "GOWORK=off")
 	cmd.Stdout = progress
 	cmd.Stderr = progress
+	// If we die (a test binary hitting its -timeout), the build stops too
+	// rather than running on unobserved; what it compiled so far stays in
+	// the Go build cache, so the next attempt resumes quickly.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("go build in %s: %w", toolsDir, err)
 	}

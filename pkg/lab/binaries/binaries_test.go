@@ -195,6 +195,11 @@ func TestEnsureBuildsOnceThenReusesAndRebuildsOnNewPins(t *testing.T) {
 	if n := strings.Count(progress.String(), "kdiag lab: building"); n != 3 {
 		t.Fatalf("Build with Force caused %d builds in total, want 3", n)
 	}
+	// Leftovers of a killed build are removed by the next build.
+	stale := filepath.Join(binDir, ".build-killed")
+	if err := os.Mkdir(stale, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	// A missing binary is noticed even with a current stamp.
 	if err := os.Remove(set.Path(Scheduler)); err != nil {
 		t.Fatal(err)
@@ -204,6 +209,9 @@ func TestEnsureBuildsOnceThenReusesAndRebuildsOnNewPins(t *testing.T) {
 	}
 	if _, err := os.Stat(set.Path(Scheduler)); err != nil {
 		t.Fatalf("missing binary not rebuilt: %v", err)
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Errorf("stale build directory %s survived a build", stale)
 	}
 }
 
