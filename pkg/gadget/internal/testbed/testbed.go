@@ -406,3 +406,6 @@ func uuid() string {
 	h := randHex(16)
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
+
+// PID returns the process id of the helper.
+func (pr *Proc) PID() int { return pr.cmd.Process.Pid }
