@@ -64,7 +64,7 @@ func bestEffortOnPressuredNode(s *cluster.Snapshot, n *corev1.Node) (findings.Fi
 		names[i] = string(c.Type)
 		ev = append(ev, "node "+conditionLine(now, c))
 	}
-	ev = append(ev, fmt.Sprintf("%s%s on the node are BestEffort:", plural(len(lines), "pod"), podsScope(s)))
+	ev = append(ev, fmt.Sprintf("%s%s on the node in QoS class BestEffort:", plural(len(lines), "pod"), podsScope(s)))
 	ev = append(ev, capped(lines)...)
 
 	return findings.Finding{

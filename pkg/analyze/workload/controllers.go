@@ -28,6 +28,24 @@ type replicaFailure struct {
 	ns, kind, name string
 	lines          []string
 	message        string
+	shown          map[string]bool
+}
+
+// add records an evidence line; a message already shown is not repeated.
+func (rf *replicaFailure) add(prefix, msg string) {
+	if rf.shown == nil {
+		rf.shown = map[string]bool{}
+	}
+	key := strings.TrimPrefix(msg, "Error creating: ")
+	if rf.shown[key] {
+		rf.lines = append(rf.lines, prefix+" (same message)")
+		return
+	}
+	rf.shown[key] = true
+	rf.lines = append(rf.lines, prefix+": "+short(msg))
+	if rf.message == "" {
+		rf.message = key
+	}
 }
 
 // replicaFailures reports workloads whose controller cannot create pods:
@@ -53,9 +71,8 @@ func replicaFailures(s *cluster.Snapshot) []findings.Finding {
 		for _, c := range d.Status.Conditions {
 			if c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue {
 				rf := get(d.Namespace, "Deployment", d.Name)
-				rf.lines = append(rf.lines, fmt.Sprintf("deployment status.conditions[ReplicaFailure].status=True reason=%s since %s: %s",
-					c.Reason, stamp(now, c.LastTransitionTime), short(c.Message)))
-				rf.message = c.Message
+				rf.add(fmt.Sprintf("deployment status.conditions[ReplicaFailure].status=True reason=%s since %s",
+					c.Reason, stamp(now, c.LastTransitionTime)), c.Message)
 			}
 		}
 	}
@@ -68,11 +85,8 @@ func replicaFailures(s *cluster.Snapshot) []findings.Finding {
 			if c.Type == appsv1.ReplicaSetReplicaFailure && c.Status == corev1.ConditionTrue {
 				kind, name := topOfReplicaSet(rs)
 				rf := get(rs.Namespace, kind, name)
-				rf.lines = append(rf.lines, fmt.Sprintf("replicaset %s status.conditions[ReplicaFailure].status=True reason=%s since %s: %s",
-					rs.Name, c.Reason, stamp(now, c.LastTransitionTime), short(c.Message)))
-				if rf.message == "" {
-					rf.message = c.Message
-				}
+				rf.add(fmt.Sprintf("replicaset %s status.conditions[ReplicaFailure].status=True reason=%s since %s",
+					rs.Name, c.Reason, stamp(now, c.LastTransitionTime)), c.Message)
 			}
 		}
 	}
@@ -88,11 +102,8 @@ func replicaFailures(s *cluster.Snapshot) []findings.Finding {
 			continue // the controller has caught up since: the failure is over
 		}
 		rf := get(o.Namespace, kind, name)
-		subject := strings.ToLower(o.Kind) + " " + o.Name + " "
-		rf.lines = append(rf.lines, subject+eventLine(now, e))
-		if rf.message == "" {
-			rf.message = e.Message
-		}
+		rf.add(fmt.Sprintf("%s %s event Warning FailedCreate x%d, last %s", strings.ToLower(o.Kind), o.Name,
+			eventCount(e), ago(now, cluster.EventTime(e).Time)), e.Message)
 	}
 
 	keys := make([]string, 0, len(byKey))
@@ -103,7 +114,6 @@ func replicaFailures(s *cluster.Snapshot) []findings.Finding {
 	var out []findings.Finding
 	for _, k := range keys {
 		rf := byKey[k]
-		sort.Strings(rf.lines)
 		res := strings.ToLower(rf.kind)
 		out = append(out, findings.Finding{
 			ID: idReplicaFailure, Severity: findings.Critical, Area: findings.AreaWorkload,
@@ -235,8 +245,11 @@ func rolloutsStuck(s *cluster.Snapshot) []findings.Finding {
 			ev = append(ev, fmt.Sprintf("new ReplicaSet %s (revision %d): %d of %d pods ready", rss[0].Name, revision(rss[0]),
 				rss[0].Status.ReadyReplicas, replicas(rss[0].Spec.Replicas)))
 		}
-		title := fmt.Sprintf("Deployment %s/%s rollout stuck for %s: %d of %d updated replicas available",
-			d.Namespace, d.Name, durationSince(now, c.LastTransitionTime), min(d.Status.UpdatedReplicas, d.Status.AvailableReplicas), want)
+		title := fmt.Sprintf("Deployment %s/%s rollout stuck for %s: %d of %d replicas updated",
+			d.Namespace, d.Name, durationSince(now, c.LastTransitionTime), d.Status.UpdatedReplicas, want)
+		if len(rss) > 0 {
+			title += fmt.Sprintf(", new ReplicaSet %s has %d ready", rss[0].Name, rss[0].Status.ReadyReplicas)
+		}
 		rem := []findings.Remediation{
 			findings.Inspect("Show the rollout's conditions and ReplicaSets", "kubectl describe deployment "+d.Name+" -n "+d.Namespace),
 			findings.Inspect("List the revisions to see what changed", "kubectl rollout history deployment/"+d.Name+" -n "+d.Namespace),

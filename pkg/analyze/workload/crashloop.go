@@ -113,7 +113,7 @@ func crashLoops(s *cluster.Snapshot) []findings.Finding {
 		le := lasts[g]
 		title := fmt.Sprintf("%s: %s in CrashLoopBackOff", g.subject(), g.ofReplicas())
 		if le.has {
-			title += fmt.Sprintf(" (container %s last exited %d %s after %s)", le.container, le.code, le.reason, plural(int(le.restarts), "restart"))
+			title += fmt.Sprintf(" (container %s: last exit code %d, %s, after %s)", le.container, le.code, le.reason, plural(int(le.restarts), "restart"))
 		} else {
 			title += fmt.Sprintf(" (container %s, %s)", le.container, plural(int(le.restarts), "restart"))
 		}

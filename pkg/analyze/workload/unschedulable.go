@@ -109,11 +109,13 @@ func unschedulable(s *cluster.Snapshot) []findings.Finding {
 			line := fmt.Sprintf("%s/%s: Pending, status.conditions[PodScheduled].status=False reason=%s since %s",
 				p.Namespace, p.Name, c.Reason, stamp(now, c.LastTransitionTime))
 			if c.Message != "" {
-				line += ": " + short(c.Message)
 				messages[g] = appendUnique(messages[g], short(c.Message))
 			}
 			if e := latestEvent(podEvents(s, p), func(e *corev1.Event) bool { return e.Reason == "FailedScheduling" }); e != nil {
-				line += "; " + eventLine(now, e)
+				line += fmt.Sprintf("; FailedScheduling x%d, last %s", eventCount(e), ago(now, cluster.EventTime(e).Time))
+				if e.Message != "" && c.Message == "" {
+					messages[g] = appendUnique(messages[g], short(e.Message))
+				}
 			}
 			g.add(p, line)
 			if _, ok := oldest[g]; !ok && !p.CreationTimestamp.IsZero() {
@@ -137,6 +139,13 @@ func unschedulable(s *cluster.Snapshot) []findings.Finding {
 	for _, g := range gs.sorted() {
 		p := g.pods[0]
 		ev := capped(g.lines)
+		for i, m := range messages[g] {
+			if i == maxListed {
+				ev = append(ev, fmt.Sprintf("... and %d more scheduler messages", len(messages[g])-maxListed))
+				break
+			}
+			ev = append(ev, "scheduler message: "+m)
+		}
 		ev = append(ev, placementLines(p)...)
 		sev := findings.Warning
 		var title, expl string
@@ -151,9 +160,6 @@ func unschedulable(s *cluster.Snapshot) []findings.Finding {
 			}
 			if len(messages[g]) > 0 {
 				title += ": " + messages[g][0]
-			}
-			if len(messages[g]) > 1 {
-				ev = append(ev, fmt.Sprintf("the scheduler gives %d different messages for these pods", len(messages[g])))
 			}
 			expl = "The scheduler found no node that satisfies the pod: its message counts, per reason, the nodes it " +
 				"rejected (insufficient CPU or memory, taints the pod does not tolerate, node selectors or affinity, volume " +

@@ -96,7 +96,7 @@ func TestCrashLoop(t *testing.T) {
 	if f.Severity != findings.Critical || f.Object != (findings.ObjectRef{Kind: "Deployment", Namespace: "shop", Name: "web"}) {
 		t.Errorf("severity/object = %s %v", f.Severity, f.Object)
 	}
-	evidenceHas(t, f, "2 of 3 pods in CrashLoopBackOff", "container app last exited 1 Error after 7 restarts",
+	evidenceHas(t, f, "2 of 3 pods in CrashLoopBackOff", "container app: last exit code 1, Error, after 7 restarts",
 		"shop/web-a container app: state.waiting.reason=CrashLoopBackOff, restartCount=7",
 		"reason=Error exitCode=1 (application error)", "message: panic: DATABASE_URL is not set",
 		"exitCode=137 (SIGKILL", "Killing x5", "1 (Error) in 1 container, 137 (Error) in 1 container")
@@ -248,7 +248,10 @@ func TestUnschedulable(t *testing.T) {
 	}
 	evidenceHas(t, f, "2 of 2 pods unschedulable (pending 14m): 0/3 nodes are available", "2 Insufficient memory",
 		"status.conditions[PodScheduled].status=False reason=Unschedulable", "FailedScheduling x9, last 60s ago",
-		"requests per pod: memory 12Gi", "spec.nodeSelector: agentpool=user")
+		"requests per pod: memory 12Gi", "spec.nodeSelector: agentpool=user", "scheduler message: 0/3 nodes are available")
+	if n := strings.Count(strings.Join(f.Evidence, "\n"), "2 Insufficient memory"); n != 1 {
+		t.Errorf("the scheduler's message should be quoted once, not %d times", n)
+	}
 	o := find(t, fs, idUnschedulable, "nosched")
 	if o.Severity != findings.Warning {
 		t.Errorf("pending without condition: severity %s, want warning", o.Severity)
@@ -261,6 +264,7 @@ func TestUnschedulable(t *testing.T) {
 
 func TestStuckCreating(t *testing.T) {
 	s := ct.Snapshot()
+	s.Nodes = append(s.Nodes, ct.ReadyNode("n1"))
 	stuck := ct.ContainerCreating("shop", "cfg", "n1", 12*time.Minute)
 	fresh := ct.ContainerCreating("shop", "fresh", "n1", 2*time.Minute)
 	pulling := ct.ContainerCreating("shop", "pulling", "n1", 20*time.Minute)
@@ -411,7 +415,7 @@ func TestReplicaFailure(t *testing.T) {
 	}
 	evidenceHas(t, f, "Deployment shop/web cannot create its pods: pods \"web-5d8f7c-x2v9q\" is forbidden: exceeded quota",
 		"deployment status.conditions[ReplicaFailure].status=True reason=FailedCreate", "replicaset web-5d8f7c status.conditions[ReplicaFailure]",
-		"FailedCreate x14")
+		"FailedCreate x14", "(same message)")
 	st := find(t, fs, idReplicaFailure, "db")
 	evidenceHas(t, st, "violates PodSecurity", "statefulset db event Warning FailedCreate x6")
 	none(t, fs, idReplicaFailure, "cache")
@@ -453,7 +457,7 @@ func TestRolloutStuck(t *testing.T) {
 	if f.Severity != findings.Warning || f.Object.Kind != "Deployment" {
 		t.Errorf("severity/object = %s %v", f.Severity, f.Object)
 	}
-	evidenceHas(t, f, "rollout stuck for 8m: 1 of 3 updated replicas available", `ReplicaSet "web-7b9f" has timed out progressing.`,
+	evidenceHas(t, f, "rollout stuck for 8m: 1 of 3 replicas updated, new ReplicaSet web-7b9f has 0 ready", `ReplicaSet "web-7b9f" has timed out progressing.`,
 		"new ReplicaSet web-7b9f (revision 4)", "spec.progressDeadlineSeconds=600")
 	m := mutating(f)
 	if len(m) != 1 {
