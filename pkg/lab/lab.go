@@ -214,12 +214,15 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 	if err != nil {
 		return nil, err
 	}
+	defer hc.CloseIdleConnections()
+	etcdClient := &http.Client{Transport: &http.Transport{}}
+	defer etcdClient.CloseIdleConnections()
 	steps := []struct {
 		comp  component
 		ready func(context.Context) error
 	}{
 		{etcdComponent(l, ports), func(ctx context.Context) error {
-			return getOK(ctx, http.DefaultClient, ports.etcdClientURL()+"/health", `"health":"true"`)
+			return getOK(ctx, etcdClient, ports.etcdClientURL()+"/health", `"health":"true"`)
 		}},
 		{apiServerComponent(l, ports), c.apiserverReady},
 		{controllerManagerComponent(l, ports), func(ctx context.Context) error {

@@ -510,3 +510,24 @@ func TestStartFailuresCleanUp(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkStartStop measures a lab's start-up until every component is
+// ready (and its stop), with the binaries cached. Run it with a small
+// -benchtime such as 3x.
+func BenchmarkStartStop(b *testing.B) {
+	labtest.Cluster(b) // build the binaries outside the measurement if needed
+	ctx := context.Background()
+	var stop time.Duration
+	for b.Loop() {
+		c, err := lab.Start(ctx, lab.Options{Dir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		if err := c.Stop(ctx); err != nil {
+			b.Fatal(err)
+		}
+		stop += time.Since(t0)
+	}
+	b.ReportMetric(stop.Seconds()/float64(b.N), "stop-s/op")
+}
