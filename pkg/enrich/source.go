@@ -168,6 +168,14 @@ func NewInformerSource(ctx context.Context, client kubernetes.Interface, opts In
 	}
 	s := &InformerSource{nodeName: opts.NodeName}
 	var syncs []cache.InformerSynced
+	// The informers stop with ctx, or at once when they fail to sync.
+	ctx, stop := context.WithCancel(ctx)
+	ok := false
+	defer func() {
+		if !ok {
+			stop()
+		}
+	}()
 
 	localFactory := informers.NewSharedInformerFactoryWithOptions(client, informerResync,
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
@@ -209,6 +217,7 @@ func NewInformerSource(ctx context.Context, client kubernetes.Interface, opts In
 	if !cache.WaitForCacheSync(syncCtx.Done(), syncs...) {
 		return nil, fmt.Errorf("list pods and services from the API server: not synced within %s (unreachable or forbidden?)", timeout)
 	}
+	ok = true
 	return s, nil
 }
 
