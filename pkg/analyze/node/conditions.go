@@ -188,7 +188,7 @@ func resourceEvidence(s *cluster.Snapshot, n *corev1.Node, k pressureKind) []str
 	case corev1.NodeDiskPressure:
 		var out []string
 		if q, ok := n.Status.Allocatable[corev1.ResourceEphemeralStorage]; ok {
-			out = append(out, "status.allocatable.ephemeral-storage="+q.String())
+			out = append(out, "status.allocatable.ephemeral-storage="+bytesIEC(q.Value()))
 		}
 		if len(n.Status.Images) > 0 {
 			var total int64

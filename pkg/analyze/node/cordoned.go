@@ -70,7 +70,7 @@ func cordoned(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, bool) {
 	sev := findings.Info
 	title := fmt.Sprintf("Node %s is cordoned", n.Name)
 	if !at.IsZero() {
-		title += " since " + duration.HumanDuration(now.Sub(at)) + " ago"
+		title += " for " + duration.HumanDuration(now.Sub(at))
 		if now.Sub(at) > longCordon {
 			sev = findings.Warning
 			title += fmt.Sprintf(" (more than %s: forgotten after maintenance?)", duration.HumanDuration(longCordon))

@@ -321,14 +321,14 @@ func TestNodeCordoned(t *testing.T) {
 			node:  func() corev1.Node { n := ct.ReadyNode("c"); ct.Cordon(&n, 2*time.Hour); return n },
 			sev:   findings.Info,
 			patch: true,
-			want:  []string{"spec.unschedulable=true", "cordoned since 120m ago", "node.kubernetes.io/unschedulable:NoSchedule added", "1 pod still on the node", "1 of them not from DaemonSets"},
+			want:  []string{"spec.unschedulable=true", "cordoned for 120m", "node.kubernetes.io/unschedulable:NoSchedule added", "1 pod still on the node", "1 of them not from DaemonSets"},
 		},
 		{
 			name:  "cordoned for 3 days: warning",
 			node:  func() corev1.Node { n := ct.ReadyNode("c"); ct.Cordon(&n, 72*time.Hour); return n },
 			sev:   findings.Warning,
 			patch: true,
-			want:  []string{"since 3d ago", "more than 24h"},
+			want:  []string{"cordoned for 3d", "more than 24h"},
 		},
 		{
 			name: "cordoned and NotReady: no uncordon",
