@@ -25,6 +25,8 @@ type want struct {
 	obj      string
 	title    []string // substrings of the title
 	evidence []string // substrings of the evidence, joined by newlines
+	// notEvidence must not appear in the evidence.
+	notEvidence []string
 	// patch, if set, must be a substring of one mutating remediation's
 	// patch body.
 	patch string
@@ -228,12 +230,15 @@ func TestAnalyze(t *testing.T) {
 				sh.s.Pods = append(sh.s.Pods, p)
 				d, _ := ct.Deployment("shop", "orders-v2", 0, map[string]string{"app": "orders"})
 				sh.s.Deployments = append(sh.s.Deployments, d)
+				// a pod without the key is no near miss of a one-key selector
+				sh.s.Pods = append(sh.s.Pods, ct.RunningPod("shop", "debug", "node-1", nil))
 				return sh.withSlices()
 			},
 			want: []want{{
 				id: idNoMatchingPods, sev: findings.Warning, obj: "shop/service/order-service",
-				title: []string{"selects no pods", "app=orders"},
-				evidence: []string{"none of the 4 pods in namespace shop matches",
+				title:       []string{"selects no pods", "app=orders"},
+				notEvidence: []string{"lack", "debug"},
+				evidence: []string{"none of the 5 pods in namespace shop matches",
 					"2 pods of Deployment shop/order-service have app=order where the selector wants app=orders",
 					"1 pod in namespace staging matches this selector", "Deployment shop/orders-v2 has matching pod template labels but spec.replicas=0"},
 				noPatch: true,
@@ -491,6 +496,11 @@ func assertFindings(t *testing.T, got []findings.Finding, wants []want) {
 		for _, s := range w.evidence {
 			if !strings.Contains(ev, s) {
 				t.Errorf("%s: evidence lacks %q; evidence:\n%s", w.id, s, ev)
+			}
+		}
+		for _, s := range w.notEvidence {
+			if strings.Contains(ev, s) {
+				t.Errorf("%s: evidence must not mention %q; evidence:\n%s", w.id, s, ev)
 			}
 		}
 		var patches []string

@@ -8,7 +8,6 @@ package podready
 import (
 	"fmt"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -194,9 +193,4 @@ func oneLine(s string) string {
 		s = s[:max] + "..."
 	}
 	return s
-}
-
-// Since is Age for a plain time.Time.
-func Since(s *cluster.Snapshot, t time.Time) string {
-	return Age(s, metav1.NewTime(t))
 }
