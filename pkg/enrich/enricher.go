@@ -78,6 +78,14 @@ type Enricher struct {
 	mu          sync.Mutex
 	cgroupPaths map[uint64]string
 	cgroupScan  time.Time
+	// byCgroup caches fully named results per cgroup id (hot path: one
+	// lookup per event). Only results that found their pod are kept, so
+	// a pod the informer has not seen yet is looked up again.
+	byCgroup map[uint64]K8s
+	// peers caches IP -> Peer for one RefreshEvery: two lookups per event
+	// otherwise, and IPs move between pods only slowly.
+	peers     map[netip.Addr]*Peer
+	peersFrom time.Time
 	netnsRefs   map[uint32]netnsEntry
 	netnsScan   time.Time
 	pidRefs     map[uint32]pidEntry
@@ -112,7 +120,7 @@ func New(opts Options) *Enricher {
 			opts.Cgroup2Root = root
 		}
 	}
-	return &Enricher{opts: opts, cgroupPaths: map[uint64]string{}, netnsRefs: map[uint32]netnsEntry{}, pidRefs: map[uint32]pidEntry{}}
+	return &Enricher{opts: opts, cgroupPaths: map[uint64]string{}, byCgroup: map[uint64]K8s{}, netnsRefs: map[uint32]netnsEntry{}, pidRefs: map[uint32]pidEntry{}}
 }
 
 // NodeName is the node this enricher labels events with.
@@ -131,8 +139,23 @@ func (e *Enricher) Resolve(k Keys) K8s {
 		return K8s{}
 	}
 	if k.CgroupID != 0 {
+		e.mu.Lock()
+		cached, hit := e.byCgroup[k.CgroupID]
+		e.mu.Unlock()
+		if hit {
+			return cached
+		}
 		if ref, ok := e.refByCgroupID(k.CgroupID); ok {
-			return e.named(ref)
+			named := e.named(ref)
+			if named.Pod != "" {
+				e.mu.Lock()
+				if len(e.byCgroup) > 65536 {
+					e.byCgroup = map[uint64]K8s{}
+				}
+				e.byCgroup[k.CgroupID] = named
+				e.mu.Unlock()
+			}
+			return named
 		}
 	}
 	if k.PID != 0 {
@@ -162,13 +185,25 @@ func (e *Enricher) Peer(ip netip.Addr) *Peer {
 	if e == nil || e.opts.Source == nil || !ip.IsValid() {
 		return nil
 	}
+	now := time.Now()
+	e.mu.Lock()
+	if now.Sub(e.peersFrom) > e.opts.RefreshEvery || len(e.peers) > 65536 {
+		e.peers, e.peersFrom = map[netip.Addr]*Peer{}, now
+	}
+	p, hit := e.peers[ip]
+	e.mu.Unlock()
+	if hit {
+		return p
+	}
 	if svc := e.opts.Source.ServiceByIP(ip); svc != nil {
-		return &Peer{Kind: "svc", Namespace: svc.Namespace, Name: svc.Name}
+		p = &Peer{Kind: "svc", Namespace: svc.Namespace, Name: svc.Name}
+	} else if pod := e.opts.Source.PodByIP(ip); pod != nil {
+		p = &Peer{Kind: "pod", Namespace: pod.Namespace, Name: pod.Name}
 	}
-	if p := e.opts.Source.PodByIP(ip); p != nil {
-		return &Peer{Kind: "pod", Namespace: p.Namespace, Name: p.Name}
-	}
-	return nil
+	e.mu.Lock()
+	e.peers[ip] = p
+	e.mu.Unlock()
+	return p
 }
 
 func (e *Enricher) named(ref ContainerRef) K8s {

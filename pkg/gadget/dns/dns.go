@@ -94,6 +94,7 @@ type Tracer struct {
 	clock kernel.BootClock
 
 	pending   map[pendingKey]pendingQuery
+	scratch   dnsEvent // decode buffer, reused (read on one goroutine)
 	closeOnce sync.Once
 }
 
@@ -284,12 +285,13 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 	if len(raw) < header {
 		return Event{}, false
 	}
-	// The record is the C struct event truncated after its data; copy it
-	// into a full-size value (bpf2go's dnsEvent has the same layout).
-	var e dnsEvent
-	copy(unsafe.Slice((*byte)(unsafe.Pointer(&e)), unsafe.Sizeof(e)), raw)
+	// The record is the C struct event truncated after its data: copy the
+	// fixed part into bpf2go's dnsEvent (same layout) and read the message
+	// in place.
+	e := &t.scratch
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(e)), header), raw[:header])
 	n := min(int(e.Len), len(raw)-header, len(e.Data))
-	msg := e.Data[:n]
+	msg := raw[header : header+n]
 
 	var p dnsmessage.Parser
 	h, err := p.Start(msg)

@@ -137,6 +137,9 @@ func (b *Bed) AddPod(namespace, name string, opts PodOptions) *Pod {
 	b.ip("-n", p.NetnsName, "addr", "add", p.IPv4.String()+"/24", "dev", "eth0")
 	b.ip("-n", p.NetnsName, "addr", "add", p.IPv6.String()+"/64", "dev", "eth0", "nodad")
 	b.ip("-n", p.NetnsName, "link", "set", "eth0", "up")
+	// Many short connections: a wide port range, and reuse of TIME_WAIT
+	// ports for new outgoing connections.
+	b.ip("netns", "exec", p.NetnsName, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1")
 	var st syscall.Stat_t
 	if err := syscall.Stat("/run/netns/"+p.NetnsName, &st); err != nil {
 		b.t.Fatalf("stat netns %s: %v", p.NetnsName, err)
