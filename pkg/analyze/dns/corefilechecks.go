@@ -422,6 +422,9 @@ type clusterAddrs struct {
 }
 
 func (e *env) clusterAddrs() *clusterAddrs {
+	if e.addrs != nil {
+		return e.addrs
+	}
 	ca := &clusterAddrs{services: map[netip.Addr]*corev1.Service{}, pods: map[netip.Addr]*corev1.Pod{}}
 	ca.servicesKnown = e.allRead(cluster.ResServices)
 	ca.podsKnown = e.allRead(cluster.ResPods) && e.s.Has(cluster.ResNodes)
@@ -473,6 +476,7 @@ func (e *env) clusterAddrs() *clusterAddrs {
 			}
 		}
 	}
+	e.addrs = ca
 	return ca
 }
 
@@ -571,6 +575,14 @@ func (e *env) nowhere(t upstream, ca *clusterAddrs, declared map[string]bool) st
 			}
 		}
 	}
+	return e.unusedInCluster(a, ca)
+}
+
+// unusedInCluster says why an address inside the cluster reaches nothing:
+// a Service without ready endpoints, a pod that is not ready, or an
+// address of the Service range or a pod CIDR that nobody has. It returns
+// "" for other addresses, which kdiag cannot judge.
+func (e *env) unusedInCluster(a netip.Addr, ca *clusterAddrs) string {
 	if svc := ca.services[a]; svc != nil {
 		if !e.readIn(cluster.ResEndpointSlices, svc.Namespace) {
 			return ""

@@ -48,7 +48,7 @@ func Checks() []findings.Check {
 		c(idUpstreams, findings.Info, "Where CoreDNS sends each zone: every forward target and local answer"),
 		c(idUpstreamNotIP, findings.Warning, "A CoreDNS forward target is not an IP address"),
 		c(idStubNoUpstream, findings.Warning, "A CoreDNS server block or forward points nowhere: no answering plugin, 0.0.0.0, itself, or an in-cluster address nobody has"),
-		c(idPodDNSNone, findings.Critical, "Pods with dnsPolicy None and no dnsConfig.nameservers cannot resolve any name"),
+		c(idPodDNSNone, findings.Critical, "Pods with dnsPolicy None have no nameserver that can answer (none listed, or all pointing nowhere)"),
 		c(idStatefulSetNoHeadless, findings.Warning, "A StatefulSet's serviceName names no headless Service selecting its pods, so its per-pod DNS names do not exist"),
 	}
 }
@@ -73,6 +73,8 @@ type env struct {
 	ix          *cluster.Index
 	deployments []*appsv1.Deployment
 	services    []*corev1.Service
+	// addrs indexes in-cluster addresses; built on first use.
+	addrs *clusterAddrs
 }
 
 const kubeSystem = "kube-system"

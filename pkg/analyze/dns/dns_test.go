@@ -349,6 +349,36 @@ func TestAnalyze(t *testing.T) {
 			}},
 		},
 		{
+			name: "dnsPolicy None with nameservers that point nowhere (what the API lets through)",
+			snap: func() *cluster.Snapshot {
+				s := healthyAKS()
+				add := func(name string, nameservers []string, ports ...corev1.ContainerPort) {
+					lbls := map[string]string{"app": name}
+					d, rs := ct.Deployment("shop", name, 1, lbls)
+					d.Spec.Template.Spec.DNSPolicy = corev1.DNSNone
+					d.Spec.Template.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: nameservers}
+					p := ct.RunningPod("shop", name+"-5d8f7c-a", "node-1", lbls, ports...)
+					p.Spec.DNSPolicy, p.Spec.DNSConfig = corev1.DNSNone, d.Spec.Template.Spec.DNSConfig.DeepCopy()
+					ct.OwnPod(&p, rs)
+					s.Deployments = append(s.Deployments, d)
+					s.ReplicaSets = append(s.ReplicaSets, rs)
+					s.Pods = append(s.Pods, p)
+				}
+				add("migrated", []string{"10.0.0.53", "127.0.0.1"})               // old DNS IP, loopback
+				add("good", []string{"10.0.0.10"})                                // the cluster DNS
+				add("sidecar", []string{"127.0.0.1"}, ct.CPort("dns", 53, "UDP")) // dnsmasq in the pod
+				add("external", []string{"8.8.8.8", "10.0.0.53"})                 // one usable is enough
+				return s
+			},
+			want: []want{upstreamsInfo, {
+				id: idPodDNSNone, sev: findings.Critical, obj: "shop/deployment/migrated",
+				title: []string{"only nameservers that point nowhere"},
+				evidence: []string{"spec.dnsConfig.nameservers: 10.0.0.53 is inside the cluster's Service range (10.0.0.0/24, inferred from the ClusterIPs), but no Service has this ClusterIP",
+					"spec.dnsConfig.nameservers: 127.0.0.1 is loopback, and no container of the pod declares port 53"},
+				patches: []string{`{"op":"test","path":"/spec/template/spec/dnsConfig/nameservers","value":["10.0.0.53","127.0.0.1"]},{"op":"replace","path":"/spec/template/spec/dnsConfig/nameservers","value":["10.0.0.10"]}`},
+			}},
+		},
+		{
 			name: "StatefulSets whose governing Service is missing, not headless or selects other pods",
 			snap: func() *cluster.Snapshot {
 				s := healthyAKS()

@@ -2,6 +2,7 @@ package dns
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 
@@ -15,13 +16,18 @@ import (
 	"github.com/kdiag/kdiag/pkg/findings"
 )
 
-// podDNSNone reports pods with dnsPolicy None and no nameservers, one
-// finding per owning workload so that 50 replicas make one finding.
+// podDNSNone reports pods with dnsPolicy None that have no usable
+// nameserver, one finding per owning workload so that 50 replicas make one
+// finding. The API server rejects dnsPolicy None without nameservers, so on
+// a live cluster the case is nameservers that all point nowhere (loopback
+// with nothing listening, an in-cluster address nobody has, a Service
+// without endpoints); an empty list only appears in dumps.
 func (e *env) podDNSNone() []findings.Finding {
 	type group struct {
 		w    cluster.Workload
 		ns   string
 		pods []*corev1.Pod
+		why  []string
 	}
 	groups := map[string]*group{}
 	var keys []string
@@ -30,14 +36,15 @@ func (e *env) podDNSNone() []findings.Finding {
 		if p.Spec.DNSPolicy != corev1.DNSNone || podready.Terminal(p) {
 			continue
 		}
-		if p.Spec.DNSConfig != nil && len(p.Spec.DNSConfig.Nameservers) > 0 {
+		why, broken := e.nameserversNowhere(p)
+		if !broken {
 			continue
 		}
 		w := e.ix.OwnerOf(p)
 		k := p.Namespace + "/" + w.Kind + "/" + w.Name
 		g := groups[k]
 		if g == nil {
-			g = &group{w: w, ns: p.Namespace}
+			g = &group{w: w, ns: p.Namespace, why: why}
 			groups[k] = g
 			keys = append(keys, k)
 		}
@@ -55,33 +62,89 @@ func (e *env) podDNSNone() []findings.Finding {
 			names = append(names, q.Name)
 		}
 		ev := []string{"spec.dnsPolicy=None"}
-		if p.Spec.DNSConfig == nil {
+		empty := p.Spec.DNSConfig == nil || len(p.Spec.DNSConfig.Nameservers) == 0
+		switch {
+		case p.Spec.DNSConfig == nil:
 			ev = append(ev, "spec.dnsConfig is not set")
-		} else {
+		case empty:
 			ev = append(ev, fmt.Sprintf("spec.dnsConfig.nameservers is empty (searches: [%s], options: %d)",
 				strings.Join(p.Spec.DNSConfig.Searches, " "), len(p.Spec.DNSConfig.Options)))
+		default:
+			ev = append(ev, g.why...)
 		}
 		ev = append(ev, fmt.Sprintf("%s affected: %s", plural(len(g.pods), "pod"), strings.Join(capList(names, 5), ", ")))
-		ev = append(ev, "their /etc/resolv.conf has no nameserver line, so the resolver falls back to 127.0.0.1:53, where nothing listens")
+		if empty {
+			ev = append(ev, "their /etc/resolv.conf has no nameserver line, so the resolver falls back to 127.0.0.1:53, where nothing listens")
+		}
 
 		obj := findings.ObjectRef{Kind: g.w.Kind, Namespace: g.ns, Name: g.w.Name}
 		what := fmt.Sprintf("%s %s/%s runs %s", g.w.Kind, g.ns, g.w.Name, plural(len(g.pods), "pod"))
 		if g.w.Kind == "Pod" {
 			what = fmt.Sprintf("Pod %s/%s has", g.ns, g.w.Name)
 		}
-		rem := e.dnsNoneFixes(g.w, g.ns, p, dnsIP)
+		problem := "no nameservers"
+		if !empty {
+			problem = "only nameservers that point nowhere"
+		}
+		rem := e.dnsNoneFixes(g.w, g.ns, dnsIP)
 		rem = append(rem, findings.Inspect("Show the pod's DNS settings", fmt.Sprintf("kubectl get pod %s -n %s -o jsonpath='{.spec.dnsPolicy} {.spec.dnsConfig}'", p.Name, g.ns)))
 		out = append(out, findings.Finding{
 			ID: idPodDNSNone, Severity: findings.Critical, Area: findings.AreaDNS, Object: obj,
-			Title:    fmt.Sprintf("%s with dnsPolicy None and no nameservers: they cannot resolve any name", what),
+			Title:    fmt.Sprintf("%s with dnsPolicy None and %s: they cannot resolve any name", what, problem),
 			Evidence: ev,
 			Explanation: "dnsPolicy None tells the kubelet to ignore cluster DNS and build resolv.conf only from spec.dnsConfig. " +
-				"Without dnsConfig.nameservers there is no DNS server at all: every lookup, of Services and of external names, fails. " +
-				"Either list nameservers (the cluster DNS ClusterIP to keep Service names working) or use dnsPolicy ClusterFirst, which still merges dnsConfig's searches and options.",
+				"Without a nameserver that answers, every lookup fails, of Services and of external names alike. " +
+				"Either list working nameservers (the cluster DNS ClusterIP keeps Service names working) or use dnsPolicy ClusterFirst, which still merges dnsConfig's searches and options.",
 			Remediation: rem,
 		})
 	}
 	return out
+}
+
+// nameserversNowhere reports whether none of the pod's nameservers can
+// answer, with one evidence line per nameserver. Addresses kdiag cannot
+// judge (outside the cluster) count as usable.
+func (e *env) nameserversNowhere(p *corev1.Pod) ([]string, bool) {
+	if p.Spec.DNSConfig == nil || len(p.Spec.DNSConfig.Nameservers) == 0 {
+		return nil, true
+	}
+	ca := e.clusterAddrs()
+	var why []string
+	for _, ns := range p.Spec.DNSConfig.Nameservers {
+		a, err := netip.ParseAddr(ns)
+		if err != nil {
+			return nil, false
+		}
+		a = a.Unmap()
+		var reason string
+		switch {
+		case a.IsUnspecified():
+			reason = "an unspecified address that no server answers on"
+		case a.IsLoopback():
+			if declaresPort(p, 53) {
+				return nil, false
+			}
+			reason = "loopback, and no container of the pod declares port 53"
+		default:
+			reason = e.unusedInCluster(a, ca)
+		}
+		if reason == "" {
+			return nil, false
+		}
+		why = append(why, fmt.Sprintf("spec.dnsConfig.nameservers: %s is %s", ns, reason))
+	}
+	return why, true
+}
+
+func declaresPort(p *corev1.Pod, port int32) bool {
+	for _, c := range append(append([]corev1.Container(nil), p.Spec.Containers...), p.Spec.InitContainers...) {
+		for _, cp := range c.Ports {
+			if cp.ContainerPort == port {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // clusterDNSIP returns the ClusterIP of the kube-dns Service, or "".
@@ -98,7 +161,7 @@ func (e *env) clusterDNSIP() string {
 // template still has the problem: add the cluster DNS as nameserver, or go
 // back to ClusterFirst. A pod's own dnsPolicy is immutable, so bare pods
 // get no fix.
-func (e *env) dnsNoneFixes(w cluster.Workload, ns string, p *corev1.Pod, dnsIP string) []findings.Remediation {
+func (e *env) dnsNoneFixes(w cluster.Workload, ns string, dnsIP string) []findings.Remediation {
 	var spec *corev1.PodSpec
 	var gvr schema.GroupVersionResource
 	switch w.Kind {
@@ -115,22 +178,27 @@ func (e *env) dnsNoneFixes(w cluster.Workload, ns string, p *corev1.Pod, dnsIP s
 			spec, gvr = &d.Spec.Template.Spec, schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}
 		}
 	}
-	if spec == nil || spec.DNSPolicy != corev1.DNSNone || (spec.DNSConfig != nil && len(spec.DNSConfig.Nameservers) > 0) {
-		return nil
+	if spec == nil || spec.DNSPolicy != corev1.DNSNone {
+		return nil // the template was fixed already, or kdiag cannot see it
 	}
 	kind := strings.ToLower(w.Kind)
 	test := map[string]any{"op": "test", "path": "/spec/template/spec/dnsPolicy", "value": "None"}
 	var out []findings.Remediation
 	if dnsIP != "" {
-		var add map[string]any
-		if spec.DNSConfig == nil {
-			add = map[string]any{"op": "add", "path": "/spec/template/spec/dnsConfig", "value": map[string]any{"nameservers": []string{dnsIP}}}
-		} else {
-			add = map[string]any{"op": "add", "path": "/spec/template/spec/dnsConfig/nameservers", "value": []string{dnsIP}}
+		ops := []map[string]any{test}
+		switch {
+		case spec.DNSConfig == nil:
+			ops = append(ops, map[string]any{"op": "add", "path": "/spec/template/spec/dnsConfig", "value": map[string]any{"nameservers": []string{dnsIP}}})
+		case len(spec.DNSConfig.Nameservers) == 0:
+			ops = append(ops, map[string]any{"op": "add", "path": "/spec/template/spec/dnsConfig/nameservers", "value": []string{dnsIP}})
+		default:
+			ops = append(ops,
+				map[string]any{"op": "test", "path": "/spec/template/spec/dnsConfig/nameservers", "value": spec.DNSConfig.Nameservers},
+				map[string]any{"op": "replace", "path": "/spec/template/spec/dnsConfig/nameservers", "value": []string{dnsIP}})
 		}
 		out = append(out, findings.MustPatch(
 			fmt.Sprintf("Use the cluster DNS (%s) as nameserver, keeping dnsPolicy None and its searches and options (rolls the pods)", dnsIP),
-			gvr, kind, ns, w.Name, types.JSONPatchType, []map[string]any{test, add}))
+			gvr, kind, ns, w.Name, types.JSONPatchType, ops))
 	}
 	policy := string(corev1.DNSClusterFirst)
 	if spec.HostNetwork {
