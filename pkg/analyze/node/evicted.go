@@ -140,10 +140,18 @@ func evicted(s *cluster.Snapshot) []findings.Finding {
 				why = "for " + r
 			}
 		}
-		title := fmt.Sprintf("%s %s/%s: %s evicted by the kubelet (%s)", g.owner.Kind, g.ns, g.owner.Name,
-			plural(len(g.pods), "pod"), why)
-		if !latest.IsZero() {
-			title += ", latest " + ago(now, latest)
+		var title string
+		if g.owner.Kind == "Pod" {
+			title = fmt.Sprintf("Pod %s/%s was evicted by the kubelet (%s)", g.ns, g.owner.Name, why)
+			if !latest.IsZero() {
+				title += " " + ago(now, latest)
+			}
+		} else {
+			title = fmt.Sprintf("%s %s/%s: %s evicted by the kubelet (%s)", g.owner.Kind, g.ns, g.owner.Name,
+				plural(len(g.pods), "pod"), why)
+			if !latest.IsZero() {
+				title += ", latest " + ago(now, latest)
+			}
 		}
 		rem := []findings.Remediation{
 			findings.Inspect("List the failed pods of the namespace with their nodes",

@@ -92,6 +92,26 @@ func TestNodeNotReady(t *testing.T) {
 			explain: "stopped heartbeating",
 		},
 		{
+			name: "Unknown, Lease renewed since: kubelet back",
+			build: func(s *cluster.Snapshot) {
+				s.Nodes = append(s.Nodes, ct.NotReadyNode("bad", corev1.ConditionUnknown, "NodeStatusUnknown", "Kubelet stopped posting node status.", 2*time.Minute))
+				s.Leases = append(s.Leases, ct.NodeLease("bad", 3*time.Second))
+			},
+			node:    "bad",
+			want:    []string{"status is Unknown for 2m", "Lease last renewed 3s ago"},
+			explain: "reporting again",
+		},
+		{
+			name: "Unknown, Lease not read: the controller's verdict stands",
+			build: func(s *cluster.Snapshot) {
+				s.Nodes = append(s.Nodes, ct.NotReadyNode("bad", corev1.ConditionUnknown, "NodeStatusUnknown", "", 2*time.Minute))
+				s.Gaps = append(s.Gaps, gap(cluster.ResLeases))
+			},
+			node:    "bad",
+			want:    []string{"not read"},
+			explain: "stopped heartbeating",
+		},
+		{
 			name: "no Ready condition and no Lease",
 			build: func(s *cluster.Snapshot) {
 				n := ct.ReadyNode("new")

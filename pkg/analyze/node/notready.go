@@ -30,6 +30,7 @@ type leaseState struct {
 	known bool   // the Lease was read (present or absent)
 	fresh bool   // renewed within its duration
 	age   time.Duration
+	renew time.Time // spec.renewTime; zero when unknown
 }
 
 // nodeLease reads the node's heartbeat Lease.
@@ -52,7 +53,7 @@ func nodeLease(s *cluster.Snapshot, node string) leaseState {
 		dur = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
 	}
 	renew := l.Spec.RenewTime.Time
-	st := leaseState{known: true, age: now.Sub(renew), fresh: now.Sub(renew) <= dur}
+	st := leaseState{known: true, age: now.Sub(renew), fresh: now.Sub(renew) <= dur, renew: renew}
 	st.line = fmt.Sprintf("Lease %s/%s spec.renewTime=%s, leaseDurationSeconds=%d",
 		corev1.NamespaceNodeLease, node, renew.UTC().Format(time.RFC3339)+" ("+ago(now, renew)+")", int(dur/time.Second))
 	if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" && *l.Spec.HolderIdentity != node {
@@ -149,9 +150,9 @@ func notReady(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, bool) {
 	}
 	lease := nodeLease(s, n.Name)
 	ev = append(ev, lease.line)
-	for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
-		if t := taint(n, key); t != nil {
-			ev = append(ev, taintLine(now, t))
+	for i := range n.Spec.Taints {
+		if k := n.Spec.Taints[i].Key; k == corev1.TaintNodeNotReady || k == corev1.TaintNodeUnreachable {
+			ev = append(ev, taintLine(now, &n.Spec.Taints[i]))
 		}
 	}
 	pods, podCount, podsKnown := podsLine(s, n.Name)
@@ -194,15 +195,26 @@ func notReady(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, bool) {
 	}, true
 }
 
-// notReadyExplanation explains the finding from what the heartbeat says.
+// notReadyExplanation explains the finding from what the heartbeat says:
+// a kubelet that stopped heartbeating (Unknown, or a stale Lease), one that
+// heartbeats again after the node turned Unknown, or one that is alive but
+// reports the node broken.
 func notReadyExplanation(node string, c *corev1.NodeCondition, lease leaseState) string {
 	const consequences = " The node lifecycle controller taints a node that is not ready with NoExecute; " +
 		"after their tolerationSeconds (300s by default) its pods are evicted and recreated elsewhere, " +
 		"and StatefulSet pods stay Terminating until the node comes back or is deleted."
+	const stopped = " so the machine is down, cut off from the API server, or its kubelet has died; " +
+		"look at the machine itself (console, cloud VM status)."
+	unknown := c != nil && c.Status == corev1.ConditionUnknown
 	switch {
+	case unknown && lease.known && !lease.renew.IsZero() && lease.renew.After(c.LastTransitionTime.Time):
+		return fmt.Sprintf("The node lifecycle controller marked %s Unknown when its kubelet missed its heartbeats, "+
+			"but the Lease was renewed %s, after that: the kubelet is reporting again and the status should recover "+
+			"shortly; if it flaps, look for network or kubelet restarts on the node.", node, duration.HumanDuration(lease.age)+" ago") + consequences
+	case unknown:
+		return fmt.Sprintf("The node lifecycle controller marked %s Unknown because its kubelet stopped heartbeating,", node) + stopped + consequences
 	case lease.known && !lease.fresh:
-		return fmt.Sprintf("The kubelet on %s has stopped heartbeating (its Lease is stale), so the machine is down, "+
-			"cut off from the API server, or its kubelet has died; look at the machine itself (console, cloud VM status).", node) + consequences
+		return fmt.Sprintf("The kubelet on %s has stopped heartbeating (its Lease is stale),", node) + stopped + consequences
 	case lease.known && lease.fresh && c != nil && c.Status == corev1.ConditionFalse:
 		return fmt.Sprintf("The kubelet on %s is alive (it renewed its Lease %s) but reports the node not ready: "+
 			"the cause is on the node, usually the container runtime, the CNI network plugin or PLEG health; "+
