@@ -101,7 +101,19 @@ func (a *analysis) labelHints(p *policyv1.PodDisruptionBudget) []string {
 		for v := range counts {
 			vals = append(vals, v)
 		}
+		// Values closest to the wanted one first, so that a typo shows
+		// even in a namespace with many apps; then the most common.
+		want, hasWant := p.Spec.Selector.MatchLabels[k]
+		dist := map[string]int{}
+		for _, v := range vals {
+			if hasWant {
+				dist[v] = editDistance(want, v)
+			}
+		}
 		sort.Slice(vals, func(i, j int) bool {
+			if dist[vals[i]] != dist[vals[j]] {
+				return dist[vals[i]] < dist[vals[j]]
+			}
 			if counts[vals[i]] != counts[vals[j]] {
 				return counts[vals[i]] > counts[vals[j]]
 			}
@@ -110,8 +122,34 @@ func (a *analysis) labelHints(p *policyv1.PodDisruptionBudget) []string {
 		parts := make([]string, len(vals))
 		for i, v := range vals {
 			parts[i] = fmt.Sprintf("%s=%s (%s)", k, v, plural(counts[v], "pod"))
+			if hasWant && dist[v] <= 2 {
+				parts[i] += fmt.Sprintf(" close to %s=%s: a typo?", k, want)
+			}
 		}
 		out = append(out, fmt.Sprintf("pods in namespace %s carry %s", p.Namespace, joinCapped(parts)))
 	}
 	return out
+}
+
+// editDistance is the Levenshtein distance between two label values.
+// Hand-written: it is a dozen lines and no dependency of kdiag offers it.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(rb)]
 }

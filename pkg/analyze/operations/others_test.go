@@ -137,7 +137,7 @@ func TestPDBNoMatchingPods(t *testing.T) {
 		{name: "typo in the selector", fire: true,
 			pdb:      ct.PDBStatus(ct.MinAvailable(ct.PDB("shop", "typo", ct.PDBSelector(map[string]string{"app": "ngnix"})), 1), 0, 1, 0, 0),
 			title:    "PodDisruptionBudget shop/typo selects no pods (selector app=ngnix)",
-			evidence: []string{"pods in namespace shop carry app=web (3 pods), app=nginx (1 pod)", "expectedPods=0"}},
+			evidence: []string{"pods in namespace shop carry app=nginx (1 pod) close to app=ngnix: a typo?, app=web (3 pods)", "expectedPods=0"}},
 		{name: "a key no pod has", fire: true,
 			pdb:      ct.MinAvailable(ct.PDB("shop", "k", ct.PDBSelector(map[string]string{"component": "x"})), 1),
 			evidence: []string{`no pod in namespace shop has a label "component" (4 pods in the namespace)`}},
@@ -358,5 +358,19 @@ func TestAnalyzeIsDeterministic(t *testing.T) {
 	}
 	if c := Analyze(s); !reflect.DeepEqual(a, c) {
 		t.Errorf("output depends on input order")
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want int
+	}{
+		{"nginx", "nginx", 0}, {"ngnix", "nginx", 2}, {"web", "webb", 1}, {"", "abc", 3}, {"api", "db", 3},
+	}
+	for _, tc := range tests {
+		if got := editDistance(tc.a, tc.b); got != tc.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
 	}
 }

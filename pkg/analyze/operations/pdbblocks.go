@@ -177,7 +177,7 @@ func cause(p *policyv1.PodDisruptionBudget, b pdb.Budget, reasons []pdb.Reason) 
 	}
 	switch reasons[0] {
 	case pdb.ReasonSyncFailed:
-		return "the disruption controller cannot compute it (" + short(b.SyncError) + ")"
+		return pdb.SpecString(p) + " cannot be computed by the disruption controller (SyncFailed)"
 	case pdb.ReasonNoBudget:
 		return "neither minAvailable nor maxUnavailable is set"
 	case pdb.ReasonNoExpectedPods:
