@@ -72,7 +72,9 @@ func TestIntegrationOperations(t *testing.T) {
 	daemonSet(t, cs, "agent", map[string]string{"app": "agent"})
 	barePod(t, cs, "bare", map[string]string{"app": "bare"})
 
-	sel := func(k, v string) *metav1.LabelSelector { return &metav1.LabelSelector{MatchLabels: map[string]string{k: v}} }
+	sel := func(k, v string) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{k: v}}
+	}
 	i := func(v int) *intstr.IntOrString { x := intstr.FromInt32(int32(v)); return &x }
 	s := func(v string) *intstr.IntOrString { x := intstr.FromString(v); return &x }
 	budgets := []policyv1.PodDisruptionBudgetSpec{}
@@ -172,7 +174,9 @@ func TestIntegrationOperations(t *testing.T) {
 	if _, err := cs.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cs.CoreV1().Events(metav1.NamespaceDefault).Delete(context.Background(), ev.Name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Events(metav1.NamespaceDefault).Delete(context.Background(), ev.Name, metav1.DeleteOptions{})
+	})
 
 	snap = readLive(t, ctx, cs)
 	fs := Analyze(snap)
