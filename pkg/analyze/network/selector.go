@@ -25,13 +25,15 @@ func (a *analysis) noMatchingPods(svc *corev1.Service, terminal []*corev1.Pod) f
 			plural(len(terminal), "pod"), verb(len(terminal), "matches", "match"), verb(len(terminal), "has", "have"), podNames(terminal)))
 	}
 	near := a.nearMisses(svc)
-	ev = append(ev, near...)
+	for _, g := range near {
+		ev = append(ev, a.describe(g, sel))
+	}
 	ev = append(ev, a.idleWorkloads(svc)...)
 	ev = append(ev, a.otherNamespaces(svc)...)
 
 	title := fmt.Sprintf("Service %s/%s selects no pods (selector %s)", svc.Namespace, svc.Name, selStr)
-	if len(near) > 0 {
-		title = fmt.Sprintf("Service %s/%s selects no pods (selector %s; %s)", svc.Namespace, svc.Name, selStr, near[0])
+	if len(near) > 0 && !near[0].missing {
+		title = fmt.Sprintf("Service %s/%s selects no pods (selector %s; closest: %s=%s on %s)", svc.Namespace, svc.Name, selStr, near[0].key, near[0].got, a.who(near[0]))
 	}
 	return findings.Finding{
 		ID: idNoMatchingPods, Severity: findings.Warning, Area: findings.AreaNetwork, Object: objectRef(svc),
@@ -48,21 +50,24 @@ func (a *analysis) noMatchingPods(svc *corev1.Service, terminal []*corev1.Pod) f
 	}
 }
 
+// nearMiss is a group of pods that match every selector term but one.
+type nearMiss struct {
+	key, got string
+	missing  bool
+	pods     []*corev1.Pod
+	distance int
+}
+
 // nearMisses finds pods in the Service's namespace that match every
-// selector term but one, grouped by the term they miss, largest group first.
+// selector term but one, grouped by the term they miss. Groups whose value
+// is closest to the wanted one come first (a typo), then larger groups.
 // For a one-term selector only pods that carry the key with another value
 // count; otherwise every pod without the key would be a near miss.
-func (a *analysis) nearMisses(svc *corev1.Service) []string {
+func (a *analysis) nearMisses(svc *corev1.Service) []*nearMiss {
 	sel := svc.Spec.Selector
-	type group struct {
-		key, got string
-		missing  bool
-		pods     []*corev1.Pod
-	}
-	groups := map[string]*group{}
+	groups := map[string]*nearMiss{}
 	for _, p := range a.ix.PodsInNamespace(svc.Namespace) {
-		var miss string
-		var got string
+		var miss, got string
 		var has bool
 		n := 0
 		for k, v := range sel {
@@ -77,41 +82,77 @@ func (a *analysis) nearMisses(svc *corev1.Service) []string {
 		key := miss + "\x00" + got
 		g := groups[key]
 		if g == nil {
-			g = &group{key: miss, got: got, missing: !has}
+			d := len(sel[miss]) + 100 // a missing key ranks after any other value
+			if has {
+				d = editDistance(got, sel[miss])
+			}
+			g = &nearMiss{key: miss, got: got, missing: !has, distance: d}
 			groups[key] = g
 		}
 		g.pods = append(g.pods, p)
 	}
-	list := make([]*group, 0, len(groups))
+	list := make([]*nearMiss, 0, len(groups))
 	for _, g := range groups {
+		sortPods(g.pods)
 		list = append(list, g)
 	}
 	sort.Slice(list, func(i, j int) bool {
-		if len(list[i].pods) != len(list[j].pods) {
-			return len(list[i].pods) > len(list[j].pods)
+		a, b := list[i], list[j]
+		if a.distance != b.distance {
+			return a.distance < b.distance
 		}
-		if list[i].key != list[j].key {
-			return list[i].key < list[j].key
+		if len(a.pods) != len(b.pods) {
+			return len(a.pods) > len(b.pods)
 		}
-		return list[i].got < list[j].got
+		if a.key != b.key {
+			return a.key < b.key
+		}
+		return a.got < b.got
 	})
-	var out []string
-	for i, g := range list {
-		if i == 3 {
-			break
-		}
-		sortPods(g.pods)
-		who := plural(len(g.pods), "pod")
-		if o := owners(a.ix, g.pods); o != "" {
-			who += " of " + o
-		}
-		if g.missing {
-			out = append(out, fmt.Sprintf("%s %s label %s (selector wants %s=%s)", who, verb(len(g.pods), "lacks", "lack"), g.key, g.key, sel[g.key]))
-		} else {
-			out = append(out, fmt.Sprintf("%s %s %s=%s where the selector wants %s=%s", who, verb(len(g.pods), "has", "have"), g.key, g.got, g.key, sel[g.key]))
-		}
+	if len(list) > 3 {
+		list = list[:3]
 	}
-	return out
+	return list
+}
+
+// who renders the pods of a near miss: "2 pods of Deployment shop/x".
+func (a *analysis) who(g *nearMiss) string {
+	s := plural(len(g.pods), "pod")
+	if o := owners(a.ix, g.pods); o != "" {
+		s += " of " + o
+	}
+	return s
+}
+
+// describe renders a near miss as an evidence line.
+func (a *analysis) describe(g *nearMiss, sel map[string]string) string {
+	n := len(g.pods)
+	if g.missing {
+		return fmt.Sprintf("%s %s label %s (selector wants %s=%s)", a.who(g), verb(n, "lacks", "lack"), g.key, g.key, sel[g.key])
+	}
+	return fmt.Sprintf("%s %s %s=%s where the selector wants %s=%s", a.who(g), verb(n, "has", "have"), g.key, g.got, g.key, sel[g.key])
+}
+
+// editDistance is the Levenshtein distance, to rank a typo first.
+// Hand-written: a dozen lines, and no dependency of this module has it.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // idleWorkloads names Deployments and StatefulSets in the namespace whose

@@ -1,0 +1,325 @@
+package network
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kdiag/kdiag/pkg/cluster"
+	"github.com/kdiag/kdiag/pkg/findings"
+	"github.com/kdiag/kdiag/pkg/lab/binaries"
+	"github.com/kdiag/kdiag/pkg/lab/kubelet"
+	"github.com/kdiag/kdiag/pkg/lab/labtest"
+	"github.com/kdiag/kdiag/pkg/lab/process"
+)
+
+func TestMain(m *testing.M) {
+	labtest.Main(m, labtest.Options{Nodes: 2})
+}
+
+const itNS = "net-it"
+
+// TestIntegrationNetwork creates every broken Service next to healthy
+// neighbours on the lab's real control plane, where kube-controller-manager
+// writes the EndpointSlices, reads a live snapshot and checks that:
+//   - each check fires on its broken Service and nowhere else;
+//   - the real EndpointSlice controller publishes what the findings claim
+//     (no port for a named targetPort no container defines);
+//   - every mutating fix passes a server-side dry run, and applying the
+//     targetPort fix for real clears the finding;
+//   - with kube-controller-manager stopped, a new Service gets no
+//     EndpointSlice and is reported (this stops the package's shared lab's
+//     controller manager, so it runs last).
+func TestIntegrationNetwork(t *testing.T) {
+	c := labtest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cs := kubernetes.NewForConfigOrDie(c.RESTConfig())
+	dyn := dynamic.NewForConfigOrDie(c.RESTConfig())
+
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: itNS}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), itNS, metav1.DeleteOptions{}) })
+
+	http3000 := corev1.ContainerPort{Name: "http", ContainerPort: 3000, Protocol: corev1.ProtocolTCP}
+	deploy(t, ctx, cs, "order", 2, http3000)
+	deploy(t, ctx, cs, "product", 2, http3000)
+	sel := func(app string) map[string]string { return map[string]string{"app": app} }
+	tcp := func(name string, port int32, target intstr.IntOrString) corev1.ServicePort {
+		return corev1.ServicePort{Name: name, Port: port, TargetPort: target, Protocol: corev1.ProtocolTCP}
+	}
+	service(t, ctx, cs, "order-service", sel("order"), tcp("http", 80, intstr.FromInt32(8080)))        // the seed
+	service(t, ctx, cs, "product-service", sel("product"), tcp("http", 80, intstr.FromString("http"))) // healthy
+	service(t, ctx, cs, "product-web", sel("product"), tcp("http", 80, intstr.FromString("web")))
+	service(t, ctx, cs, "product-udp", sel("product"), corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolUDP})
+	service(t, ctx, cs, "typo", sel("prodcut"), tcp("http", 80, intstr.FromString("http")))
+	service(t, ctx, cs, "cart", sel("cart"), tcp("http", 80, intstr.FromInt32(3000)))
+	lb := service(t, ctx, cs, "store-front", sel("product"), tcp("http", 80, intstr.FromString("http")))
+	lb.Spec.Type = corev1.ServiceTypeLoadBalancer
+	lbOK := service(t, ctx, cs, "store-admin", sel("product"), tcp("http", 80, intstr.FromString("http")))
+	for _, s := range []*corev1.Service{lb, lbOK} {
+		s.Spec.Type = corev1.ServiceTypeLoadBalancer
+		if _, err := cs.CoreV1().Services(itNS).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+			t.Fatalf("make %s a LoadBalancer: %v", s.Name, err)
+		}
+	}
+	// No cloud controller runs in the lab: give store-admin an address by hand.
+	waitFor(t, ctx, "store-admin gets an address", func(ctx context.Context) (bool, error) {
+		s, err := cs.CoreV1().Services(itNS).Get(ctx, "store-admin", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.10"}}
+		_, err = cs.CoreV1().Services(itNS).UpdateStatus(ctx, s, metav1.UpdateOptions{})
+		return err == nil, nil
+	})
+	for name, ext := range map[string]string{"payments": "10.1.2.3", "mail": "smtp.example.com"} {
+		s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: itNS},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: ext}}
+		if _, err := cs.CoreV1().Services(itNS).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create ExternalName %s: %v", name, err)
+		}
+	}
+	// Two cart pods that crash-loop: their status is set by hand.
+	for _, name := range []string{"cart-a", "cart-b"} {
+		crashLoopingPod(t, ctx, cs, name, sel("cart"))
+	}
+
+	waitFor(t, ctx, "pods ready and EndpointSlices written", func(ctx context.Context) (bool, error) {
+		pods, err := cs.CoreV1().Pods(itNS).List(ctx, metav1.ListOptions{LabelSelector: "app in (order,product)"})
+		if err != nil {
+			return false, err
+		}
+		ready := 0
+		for i := range pods.Items {
+			for _, cond := range pods.Items[i].Status.Conditions {
+				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		if ready != 4 {
+			return false, nil
+		}
+		slices, err := cs.DiscoveryV1().EndpointSlices(itNS).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		endpoints := map[string]int{}
+		for _, es := range slices.Items {
+			endpoints[es.Labels["kubernetes.io/service-name"]] += len(es.Endpoints)
+		}
+		return endpoints["order-service"] == 2 && endpoints["product-web"] == 2 && endpoints["product-udp"] == 2 && endpoints["cart"] == 2, nil
+	})
+
+	snap := readLive(t, ctx, cs)
+	// The real controller gives product-web's endpoints no port at all.
+	for _, es := range snap.EndpointSlices {
+		if es.Namespace == itNS && es.Labels["kubernetes.io/service-name"] == "product-web" && len(es.Ports) != 0 {
+			t.Errorf("EndpointSlice %s of product-web has ports %v; kdiag's finding says a named targetPort nobody defines yields none", es.Name, es.Ports)
+		}
+	}
+	wantNow := []want{
+		{id: idTargetPortMismatch, sev: findings.Critical, obj: itNS + "/service/order-service",
+			title: []string{"targetPort 8080", "its 2 pods", "3000/TCP named http"}, evidence: []string{`port "http" -> 8080 on 2 endpoints`},
+			patch: `{"op":"replace","path":"/spec/ports/0/targetPort","value":3000}`},
+		{id: idTargetPortMismatch, sev: findings.Critical, obj: itNS + "/service/product-web",
+			evidence: []string{`carry no port "http"`}, patch: `"value":"http"`},
+		{id: idProtocolMismatch, sev: findings.Critical, obj: itNS + "/service/product-udp",
+			patch: `{"op":"replace","path":"/spec/ports/0/protocol","value":"TCP"}`},
+		{id: idNoMatchingPods, sev: findings.Warning, obj: itNS + "/service/typo",
+			title:    []string{"closest: app=product on 2 pods of Deployment " + itNS + "/product"},
+			evidence: []string{"2 pods of Deployment " + itNS + "/product have app=product where the selector wants app=prodcut"}},
+		{id: idNoReadyEndpoints, sev: findings.Critical, obj: itNS + "/service/cart",
+			evidence: []string{"-> pod cart-a", "ready=false serving=false", "container app waiting: CrashLoopBackOff", "event BackOff x12"}},
+		{id: idExternalNameIsIP, sev: findings.Warning, obj: itNS + "/service/payments"},
+	}
+	assertFindings(t, Analyze(snap), wantNow)
+
+	// Ten minutes later (same objects), the LoadBalancer without an
+	// address is overdue; the one with an address stays silent.
+	later := readLive(t, ctx, cs)
+	later.TakenAt = later.TakenAt.Add(10 * time.Minute)
+	fs := Analyze(later)
+	for _, f := range fs {
+		t.Logf("%s %s %s: %s", f.Severity, f.ID, f.Object, f.Title)
+	}
+	assertFindings(t, fs, append(wantNow, want{id: idLoadBalancerPending, sev: findings.Warning, obj: itNS + "/service/store-front",
+		evidence: []string{"status.loadBalancer.ingress is empty", "no event mentions the Service"}}))
+
+	// Every mutating fix passes a server-side dry run.
+	if err := (&findings.Verifier{Client: dyn}).Verify(ctx, fs); err != nil {
+		t.Fatal(err)
+	}
+	fixes := 0
+	for _, f := range fs {
+		for _, r := range f.Remediation {
+			if r.Action == nil {
+				continue
+			}
+			fixes++
+			if r.DryRun == nil || r.DryRun.Status != findings.DryRunPassed {
+				t.Errorf("%s on %s: dry run of %q: %+v", f.ID, f.Object, r.Command, r.DryRun)
+			}
+		}
+	}
+	if fixes < 3 {
+		t.Errorf("want at least 3 mutating fixes (two targetPort, one protocol), got %d", fixes)
+	}
+
+	// Applying the seed's fix for real clears its finding.
+	for _, f := range fs {
+		if f.ID == idTargetPortMismatch && f.Object.Name == "order-service" {
+			a := f.Remediation[0].Action
+			if _, err := dyn.Resource(a.GVR()).Namespace(a.Namespace).Patch(ctx, a.Name, a.PatchType, a.Patch, metav1.PatchOptions{}); err != nil {
+				t.Fatalf("apply %s: %v", f.Remediation[0].Command, err)
+			}
+		}
+	}
+	waitFor(t, ctx, "order-service fixed", func(ctx context.Context) (bool, error) {
+		for _, f := range Analyze(readLive(t, ctx, cs)) {
+			if f.Object.Name == "order-service" {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+
+	// Last: without kube-controller-manager, a new Service never gets an
+	// EndpointSlice.
+	stopControllerManager(t, ctx, c.Processes())
+	service(t, ctx, cs, "orphan", sel("product"), tcp("http", 80, intstr.FromString("http")))
+	snap = readLive(t, ctx, cs)
+	snap.TakenAt = snap.TakenAt.Add(3 * time.Minute)
+	var got []findings.Finding
+	for _, f := range Analyze(snap) {
+		if f.ID == idNoEndpointSlices {
+			got = append(got, f)
+		}
+	}
+	assertFindings(t, got, []want{{id: idNoEndpointSlices, sev: findings.Critical, obj: itNS + "/service/orphan",
+		title: []string{"selects 2 pods with an IP but has no EndpointSlice"}}})
+}
+
+func deploy(t *testing.T, ctx context.Context, cs kubernetes.Interface, app string, replicas int32, ports ...corev1.ContainerPort) {
+	t.Helper()
+	lbls := map[string]string{"app": app}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: itNS},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: lbls},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: lbls},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "kdiag.io/lab/http-server:v1", Ports: ports}}},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments(itNS).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create deployment %s: %v", app, err)
+	}
+}
+
+func service(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string, selector map[string]string, ports ...corev1.ServicePort) *corev1.Service {
+	t.Helper()
+	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: itNS}, Spec: corev1.ServiceSpec{Selector: selector, Ports: ports}}
+	out, err := cs.CoreV1().Services(itNS).Create(ctx, s, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create service %s: %v", name, err)
+	}
+	return out
+}
+
+// crashLoopingPod creates a pod the simulated kubelet leaves alone and gives
+// it the status of a container in CrashLoopBackOff, plus the kubelet's
+// BackOff event.
+func crashLoopingPod(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string, lbls map[string]string) {
+	t.Helper()
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) == 0 {
+		t.Fatalf("list nodes: %v", err)
+	}
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: itNS, Labels: lbls,
+			Annotations: map[string]string{kubelet.AnnotationManualStatus: "true"}},
+		Spec: corev1.PodSpec{NodeName: nodes.Items[0].Name, Containers: []corev1.Container{{Name: "app", Image: "kdiag.io/lab/http-server:v1",
+			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 3000}}}}},
+	}
+	p, err = cs.CoreV1().Pods(itNS).Create(ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create pod %s: %v", name, err)
+	}
+	now := metav1.Now()
+	ip := "10.99.0.1"
+	if strings.HasSuffix(name, "b") {
+		ip = "10.99.0.2"
+	}
+	p.Status = corev1.PodStatus{
+		Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}, StartTime: &now,
+		Conditions: []corev1.PodCondition{
+			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
+			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
+			{Type: corev1.ContainersReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady", Message: "containers with unready status: [app]", LastTransitionTime: now},
+			{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady", Message: "containers with unready status: [app]", LastTransitionTime: now},
+		},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: "app", Image: "kdiag.io/lab/http-server:v1", RestartCount: 6,
+			State:                corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: "back-off 2m40s restarting failed container=app"}},
+			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Error", ExitCode: 1, FinishedAt: now}}}},
+	}
+	if _, err := cs.CoreV1().Pods(itNS).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("set status of %s: %v", name, err)
+	}
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: name + ".backoff", Namespace: itNS},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: itNS, Name: name, UID: p.UID},
+		Type:           corev1.EventTypeWarning, Reason: "BackOff", Message: "Back-off restarting failed container app in pod " + name,
+		FirstTimestamp: now, LastTimestamp: now, Count: 12, Source: corev1.EventSource{Component: "kubelet"},
+	}
+	if _, err := cs.CoreV1().Events(itNS).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create event: %v", err)
+	}
+}
+
+// stopControllerManager stops the lab's kube-controller-manager, a process
+// this test binary started, by its recorded pid and start time.
+func stopControllerManager(t *testing.T, ctx context.Context, recs []process.Record) {
+	t.Helper()
+	for _, r := range recs {
+		if r.Name == binaries.ControllerManager {
+			if err := process.Stop(ctx, []process.Record{r}, 10*time.Second); err != nil {
+				t.Fatalf("stop kube-controller-manager: %v", err)
+			}
+			return
+		}
+	}
+	t.Fatal("the lab has no kube-controller-manager process")
+}
+
+func readLive(t *testing.T, ctx context.Context, cs kubernetes.Interface) *cluster.Snapshot {
+	t.Helper()
+	s, err := cluster.ReadLive(ctx, cs, cluster.LiveOptions{Source: "lab"})
+	if err != nil {
+		t.Fatalf("read the lab: %v", err)
+	}
+	if len(s.Gaps) > 0 {
+		t.Fatalf("gaps in a full read: %v", s.Gaps)
+	}
+	return s
+}
+
+func waitFor(t *testing.T, ctx context.Context, what string, cond func(context.Context) (bool, error)) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
