@@ -296,9 +296,30 @@ func TestIntegrationOperations(t *testing.T) {
 		fs = Analyze(snap)
 		return find(fs, idPDBBlocks, "nginx") == nil && find(fs, idPDBBlocks, "solo") == nil, nil
 	})
+	for _, name := range []string{"nginx", "solo"} {
+		p := findPDBIn(snap, name)
+		if p == nil || p.Status.DisruptionsAllowed < 1 {
+			t.Errorf("PodDisruptionBudget %s after the fix: %+v", name, p)
+		}
+	}
+	if p := findPDBIn(snap, "nginx"); p != nil && p.Status.ExpectedPods != 2 {
+		t.Errorf("nginx budget expects %d pods after scaling to 2", p.Status.ExpectedPods)
+	}
+	if p := findPDBIn(snap, "solo"); p != nil && (p.Spec.MinAvailable != nil || p.Spec.MaxUnavailable == nil || p.Spec.MaxUnavailable.IntValue() != 1) {
+		t.Errorf("solo budget after the relax patch: %+v", p.Spec)
+	}
 	if f := find(fs, idDrainBlocked, node); f != nil && strings.Contains(strings.Join(f.Evidence, "\n"), "PodDisruptionBudget "+itNS+"/nginx ") {
 		t.Errorf("drain-blocked still names nginx after the fix: %v", f.Evidence)
 	}
+}
+
+func findPDBIn(s *cluster.Snapshot, name string) *policyv1.PodDisruptionBudget {
+	for i := range s.PodDisruptionBudgets {
+		if p := &s.PodDisruptionBudgets[i]; p.Namespace == itNS && p.Name == name {
+			return p
+		}
+	}
+	return nil
 }
 
 // statusDiffs compares the controller's status of every budget in the test
