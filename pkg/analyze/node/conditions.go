@@ -312,12 +312,16 @@ func podCIDRs(n *corev1.Node) []string {
 	return []string{n.Spec.PodCIDR}
 }
 
-// standardConditions are the node conditions the kubelet owns; every other
-// type was added by something else (Node Problem Detector, a cloud
-// provider's agent, kdiag's agent).
-var standardConditions = map[corev1.NodeConditionType]bool{
-	corev1.NodeReady: true, corev1.NodeMemoryPressure: true, corev1.NodeDiskPressure: true,
-	corev1.NodePIDPressure: true, corev1.NodeNetworkUnavailable: true,
+// standardCondition reports whether the kubelet owns a node condition type;
+// every other type was added by something else (Node Problem Detector, a
+// cloud provider's agent, kdiag's agent).
+func standardCondition(t corev1.NodeConditionType) bool {
+	switch t {
+	case corev1.NodeReady, corev1.NodeMemoryPressure, corev1.NodeDiskPressure,
+		corev1.NodePIDPressure, corev1.NodeNetworkUnavailable:
+		return true
+	}
+	return false
 }
 
 // staleProblemHeartbeat is how old a problem condition's heartbeat may get
@@ -332,7 +336,7 @@ func problemConditions(s *cluster.Snapshot, n *corev1.Node) []findings.Finding {
 	var out []findings.Finding
 	for i := range n.Status.Conditions {
 		c := &n.Status.Conditions[i]
-		if standardConditions[c.Type] || c.Status != corev1.ConditionTrue {
+		if standardCondition(c.Type) || c.Status != corev1.ConditionTrue {
 			continue
 		}
 		ev := []string{conditionLine(now, c)}

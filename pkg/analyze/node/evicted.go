@@ -27,11 +27,17 @@ var (
 )
 
 // conditionResource maps a pressure condition to the resource the kubelet
-// names in eviction messages.
-var conditionResource = map[string]string{
-	string(corev1.NodeMemoryPressure): "memory",
-	string(corev1.NodeDiskPressure):   "ephemeral-storage",
-	string(corev1.NodePIDPressure):    "pids",
+// names in eviction messages, or "" for another condition.
+func conditionResource(cond string) string {
+	switch corev1.NodeConditionType(cond) {
+	case corev1.NodeMemoryPressure:
+		return "memory"
+	case corev1.NodeDiskPressure:
+		return "ephemeral-storage"
+	case corev1.NodePIDPressure:
+		return "pids"
+	}
+	return ""
 }
 
 // evictionResource returns the resource an eviction message names
@@ -41,7 +47,7 @@ func evictionResource(msg string) string {
 		return strings.TrimSuffix(m[1], ".")
 	}
 	if m := hadCondition.FindStringSubmatch(msg); m != nil {
-		if r, ok := conditionResource[m[1]]; ok {
+		if r := conditionResource(m[1]); r != "" {
 			return r
 		}
 		return m[1]

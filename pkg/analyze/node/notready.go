@@ -17,10 +17,14 @@ import (
 // Lease renewed within it is fresh.
 const defaultLeaseDuration = 40 * time.Second
 
-// notReadyEventReasons are the Normal events worth showing next to the
+// notReadyEventReason reports the Normal events worth showing next to the
 // Warning ones for a NotReady node: state changes and kubelet restarts.
-var notReadyEventReasons = map[string]bool{
-	"NodeNotReady": true, "NodeReady": true, "Rebooted": true, "Starting": true, "RegisteredNode": true,
+func notReadyEventReason(reason string) bool {
+	switch reason {
+	case "NodeNotReady", "NodeReady", "Rebooted", "Starting", "RegisteredNode":
+		return true
+	}
+	return false
 }
 
 // leaseState describes the node's heartbeat Lease.
@@ -159,7 +163,7 @@ func notReady(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, bool) {
 	ev = append(ev, pods)
 	if !gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
 		ev = append(ev, latestEvents(now, nodeEvents(s, n.Name), func(e *corev1.Event) bool {
-			return e.Type == corev1.EventTypeWarning || notReadyEventReasons[e.Reason]
+			return e.Type == corev1.EventTypeWarning || notReadyEventReason(e.Reason)
 		})...)
 	}
 

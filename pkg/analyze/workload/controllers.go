@@ -17,10 +17,14 @@ import (
 	"github.com/kdiag/kdiag/pkg/findings"
 )
 
-// failedCreateKinds are the controllers whose FailedCreate events say they
-// could not create pods.
-var failedCreateKinds = map[string]bool{
-	"ReplicaSet": true, "StatefulSet": true, "DaemonSet": true, "Job": true, "ReplicationController": true,
+// failedCreateKind reports the controllers whose FailedCreate events say
+// they could not create pods.
+func failedCreateKind(kind string) bool {
+	switch kind {
+	case "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "ReplicationController":
+		return true
+	}
+	return false
 }
 
 // replicaFailure collects why one workload cannot create its pods.
@@ -93,7 +97,7 @@ func replicaFailures(s *cluster.Snapshot) []findings.Finding {
 	for i := range s.Events {
 		e := &s.Events[i]
 		o := e.InvolvedObject
-		if e.Reason != "FailedCreate" || e.Type != corev1.EventTypeWarning || !failedCreateKinds[o.Kind] ||
+		if e.Reason != "FailedCreate" || e.Type != corev1.EventTypeWarning || !failedCreateKind(o.Kind) ||
 			gapped(s, cluster.ResEvents, o.Namespace) {
 			continue
 		}

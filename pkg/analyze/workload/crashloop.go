@@ -11,11 +11,34 @@ import (
 	"github.com/kdiag/kdiag/pkg/findings"
 )
 
-// signals names the signals whose 128+n exit codes containers commonly
-// end with.
-var signals = map[int32]string{
-	1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE",
-	9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM",
+// signalName names the signals whose 128+n exit codes containers commonly
+// end with, or returns "".
+func signalName(n int32) string {
+	switch n {
+	case 1:
+		return "SIGHUP"
+	case 2:
+		return "SIGINT"
+	case 3:
+		return "SIGQUIT"
+	case 4:
+		return "SIGILL"
+	case 6:
+		return "SIGABRT"
+	case 7:
+		return "SIGBUS"
+	case 8:
+		return "SIGFPE"
+	case 9:
+		return "SIGKILL"
+	case 11:
+		return "SIGSEGV"
+	case 13:
+		return "SIGPIPE"
+	case 15:
+		return "SIGTERM"
+	}
+	return ""
 }
 
 // exitCodeMeaning explains a container exit code the way an on-call
@@ -39,7 +62,7 @@ func exitCodeMeaning(code int32, reason string) string {
 	case code == 128+15:
 		return "SIGTERM: asked to stop, e.g. after failed liveness probes"
 	case code > 128 && code < 128+65:
-		if name, ok := signals[code-128]; ok {
+		if name := signalName(code - 128); name != "" {
 			return fmt.Sprintf("killed by signal %d (%s)", code-128, name)
 		}
 		return fmt.Sprintf("killed by signal %d", code-128)

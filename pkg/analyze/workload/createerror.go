@@ -11,16 +11,23 @@ import (
 	"github.com/kdiag/kdiag/pkg/findings"
 )
 
-// createReasons are the kubelet's waiting reasons for a container it
-// cannot create or start, with what each usually means.
-var createReasons = map[string]string{
-	"CreateContainerConfigError": "the kubelet cannot build the container's configuration: usually a ConfigMap, Secret or key " +
-		"it references does not exist, or runAsNonRoot is set for an image that runs as root",
-	"CreateContainerError": "the container runtime refused to create the container: e.g. a volume mount or device " +
-		"that cannot be set up, or a leftover container with the same name",
-	"RunContainerError": "the container runtime could not start the process: e.g. the entrypoint does not exist in " +
-		"the image or is not executable",
-	"PreStartHookError": "the container's preStart hook failed",
+// createReason explains a kubelet waiting reason for a container it cannot
+// create or start, or returns "" for any other reason.
+func createReason(reason string) string {
+	switch reason {
+	case "CreateContainerConfigError":
+		return "the kubelet cannot build the container's configuration: usually a ConfigMap, Secret or key " +
+			"it references does not exist, or runAsNonRoot is set for an image that runs as root"
+	case "CreateContainerError":
+		return "the container runtime refused to create the container: e.g. a volume mount or device " +
+			"that cannot be set up, or a leftover container with the same name"
+	case "RunContainerError":
+		return "the container runtime could not start the process: e.g. the entrypoint does not exist in " +
+			"the image or is not executable"
+	case "PreStartHookError":
+		return "the container's preStart hook failed"
+	}
+	return ""
 }
 
 var (
@@ -57,7 +64,7 @@ func createErrors(s *cluster.Snapshot) []findings.Finding {
 			if w == nil {
 				return
 			}
-			if _, ok := createReasons[w.Reason]; !ok {
+			if createReason(w.Reason) == "" {
 				return
 			}
 			g := gs.get(s, p, cs.Name+"\x00"+w.Reason)
@@ -102,7 +109,7 @@ func createErrors(s *cluster.Snapshot) []findings.Finding {
 		out = append(out, findings.Finding{
 			ID: idCreateError, Severity: findings.Critical, Area: findings.AreaWorkload,
 			Object: g.object(), Title: title, Evidence: capped(g.lines),
-			Explanation: "The pod was scheduled but its container never starts: " + createReasons[reason] +
+			Explanation: "The pod was scheduled but its container never starts: " + createReason(reason) +
 				". The kubelet retries, so the pod recovers by itself once the reference exists or the spec is fixed.",
 			Remediation: rem,
 		})

@@ -10,11 +10,14 @@ import (
 	"github.com/kdiag/kdiag/pkg/findings"
 )
 
-// pullReasons are the kubelet's waiting reasons for a container whose
+// pullReason reports the kubelet's waiting reasons for a container whose
 // image cannot be pulled.
-var pullReasons = map[string]bool{
-	"ErrImagePull": true, "ImagePullBackOff": true, "InvalidImageName": true,
-	"ErrImageNeverPull": true, "ImageInspectError": true, "RegistryUnavailable": true,
+func pullReason(reason string) bool {
+	switch reason {
+	case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "ImageInspectError", "RegistryUnavailable":
+		return true
+	}
+	return false
 }
 
 // pullCause classifies the registry's answer, as quoted by the kubelet, into
@@ -64,7 +67,7 @@ func imagePullErrors(s *cluster.Snapshot) []findings.Finding {
 		}
 		containerStatuses(p, func(cs *corev1.ContainerStatus, init bool) {
 			w := cs.State.Waiting
-			if w == nil || !pullReasons[w.Reason] {
+			if w == nil || !pullReason(w.Reason) {
 				return
 			}
 			image := cs.Image

@@ -12,14 +12,11 @@ import (
 	"github.com/kdiag/kdiag/pkg/findings"
 )
 
-// probeKinds are the probe names the kubelet puts at the start of its
-// Unhealthy events ("Readiness probe failed: ...").
-var probeKinds = []string{"Liveness", "Readiness", "Startup"}
-
 // probeKind returns the probe an Unhealthy event is about and the rest of
-// its message, or "" when the message is not a probe failure.
+// its message, or "" when the message is not a probe failure. The kubelet
+// starts the message with the probe's name ("Readiness probe failed: ...").
 func probeKind(msg string) (kind, detail string) {
-	for _, k := range probeKinds {
+	for _, k := range []string{"Liveness", "Readiness", "Startup"} {
 		for _, verb := range []string{" probe failed: ", " probe errored: "} {
 			if rest, ok := strings.CutPrefix(msg, k+verb); ok {
 				return k, strings.TrimSpace(rest)

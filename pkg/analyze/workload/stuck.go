@@ -37,7 +37,7 @@ func nodeState(s *cluster.Snapshot, node string) string {
 // coveredWaiting are waiting reasons other checks report; a pod showing one
 // of them is not "stuck creating".
 func coveredWaiting(reason string) bool {
-	return reason == "CrashLoopBackOff" || pullReasons[reason] || createReasons[reason] != ""
+	return reason == "CrashLoopBackOff" || pullReason(reason) || createReason(reason) != ""
 }
 
 // stuckCreating reports pods bound to a node whose containers have not
