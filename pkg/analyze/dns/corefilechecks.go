@@ -568,12 +568,8 @@ func (e *env) nowhere(t upstream, ca *clusterAddrs, declared map[string]bool) st
 		}
 		return ""
 	}
-	for _, svc := range e.services {
-		for _, ip := range append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...) {
-			if ip == a.String() {
-				return fmt.Sprintf("the ClusterIP of %s/%s, the cluster DNS itself: a forwarding loop", svc.Namespace, svc.Name)
-			}
-		}
+	if e.isClusterDNSIP(a) {
+		return "the ClusterIP of the cluster DNS Service, CoreDNS itself: a forwarding loop"
 	}
 	return e.unusedInCluster(a, ca)
 }

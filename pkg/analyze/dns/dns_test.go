@@ -129,6 +129,10 @@ func TestAnalyze(t *testing.T) {
 				}
 				s.EndpointSlices = nil
 				s.EndpointSlices = append(s.EndpointSlices, ct.EndpointSliceFor(s.Services[0], s.Pods...))
+				// a pod pinned to the cluster DNS IP: the outage is reported once, above
+				p := ct.RunningPod("shop", "pinned", "node-1", nil)
+				p.Spec.DNSPolicy, p.Spec.DNSConfig = corev1.DNSNone, &corev1.PodDNSConfig{Nameservers: []string{"10.0.0.10"}}
+				s.Pods = append(s.Pods, p)
 				return s
 			},
 			want: []want{upstreamsInfo, {
@@ -299,7 +303,7 @@ func TestAnalyze(t *testing.T) {
 				{id: idStubNoUpstream, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
 					title: []string{"loop.example. to 127.0.0.1:53"}, evidence: []string{"is CoreDNS itself: a forwarding loop"}},
 				{id: idStubNoUpstream, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
-					title: []string{"self.example."}, evidence: []string{"the ClusterIP of kube-system/kube-dns, the cluster DNS itself"}},
+					title: []string{"self.example."}, evidence: []string{"the ClusterIP of the cluster DNS Service, CoreDNS itself: a forwarding loop"}},
 				{id: idStubNoUpstream, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
 					title: []string{"gone.example. to 10.0.0.53:53"},
 					evidence: []string{"inside the cluster's Service range (10.0.0.0/24, inferred from the ClusterIPs), but no Service has this ClusterIP",

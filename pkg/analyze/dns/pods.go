@@ -125,6 +125,10 @@ func (e *env) nameserversNowhere(p *corev1.Pod) ([]string, bool) {
 				return nil, false
 			}
 			reason = "loopback, and no container of the pod declares port 53"
+		case e.isClusterDNSIP(a):
+			// The cluster DNS is judged by dns-no-ready-replicas and
+			// dns-no-endpoints; an outage there is not this pod's fault.
+			return nil, false
 		default:
 			reason = e.unusedInCluster(a, ca)
 		}
@@ -140,6 +144,18 @@ func declaresPort(p *corev1.Pod, port int32) bool {
 	for _, c := range append(append([]corev1.Container(nil), p.Spec.Containers...), p.Spec.InitContainers...) {
 		for _, cp := range c.Ports {
 			if cp.ContainerPort == port {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isClusterDNSIP reports whether a is a ClusterIP of the kube-dns Service.
+func (e *env) isClusterDNSIP(a netip.Addr) bool {
+	for _, svc := range e.services {
+		for _, ip := range append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...) {
+			if ip == a.String() {
 				return true
 			}
 		}
