@@ -218,11 +218,8 @@ func (a *analysis) portGroups(pods []*corev1.Pod) []string {
 			out = append(out, fmt.Sprintf("... and %d more groups of pods with other ports", len(groups)-3))
 			break
 		}
-		word := "pods"
-		if len(g.pods) == 1 {
-			word = "pod"
-		}
-		out = append(out, fmt.Sprintf("%s %s declare containerPorts %s", word, podsWithOwners(a.ix, g.pods), g.ports))
+		n := len(g.pods)
+		out = append(out, fmt.Sprintf("%s %s %s containerPorts %s", verb(n, "pod", "pods"), podsWithOwners(a.ix, g.pods), verb(n, "declares", "declare"), g.ports))
 	}
 	return out
 }
