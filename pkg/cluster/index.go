@@ -153,7 +153,9 @@ func (ix *Index) EventsFor(kind, ns, name string) []*corev1.Event {
 }
 
 // PodsMatching returns the pods in ns whose labels match the selector. A nil
-// or empty selector matches nothing, as for Services and PDBs.
+// or empty selector matches nothing, as for a Service's selector. PDBs
+// differ (in policy/v1 an empty selector matches every pod of the
+// namespace): match them with pkg/pdb instead.
 func (ix *Index) PodsMatching(ns string, sel labels.Selector) []*corev1.Pod {
 	if sel == nil || sel.Empty() {
 		return nil
