@@ -155,7 +155,7 @@ func (f *traceFlags) setup(cmd *cobra.Command, g *Globals, name string, columns 
 			Filter:    filter,
 			RingBytes: f.ringMiB << 20,
 			Logger:    log,
-			OnLost:    func(total uint64) { fmt.Fprintln(errOut, render.LostWarning(name, total)) },
+			OnLost:    func(lost, missed uint64) { fmt.Fprintln(errOut, render.LostWarning(name, lost, missed)) },
 		},
 	}, nil
 }

@@ -28,8 +28,9 @@ type Options struct {
 	// size); zero keeps the gadget's default (8 MiB).
 	RingBytes uint32
 	// OnLost is called (from the reading goroutine) whenever the count of
-	// events lost because the ring buffer was full grows. It gets the total.
-	OnLost func(total uint64)
+	// events lost because the ring buffer was full, or of hook runs the
+	// kernel skipped, grows. It gets both totals.
+	OnLost func(lost, missed uint64)
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -41,6 +42,10 @@ type Stats struct {
 	// Lost is the number of events the kernel could not queue (ring buffer
 	// full). It is never silently zero: it is read from per-CPU counters.
 	Lost uint64 `json:"lost"`
+	// Missed is the number of times the kernel skipped one of the gadget's
+	// programs because a BPF program was already running on that CPU (its
+	// recursion-miss counters). Each skip may have been an event.
+	Missed uint64 `json:"missed"`
 	// Filtered is the number of events read but dropped by the user-space
 	// part of the filter.
 	Filtered uint64 `json:"filtered"`

@@ -73,6 +73,7 @@ func BenchmarkQueries(b *testing.B) {
 	b.ReportMetric(100*(traced.Seconds()/untraced.Seconds()-1), "slowdown-%")
 	b.ReportMetric(float64(st.Events)/traced.Seconds(), "events/s")
 	b.ReportMetric(float64(st.Lost), "lost")
+	b.ReportMetric(float64(st.Missed), "missed")
 	if st.Events > 0 {
 		b.ReportMetric(float64(cpu.Self.Nanoseconds())/float64(st.Events), "reader-cpu-ns/event")
 	}

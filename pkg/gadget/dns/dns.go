@@ -226,9 +226,10 @@ func (t *Tracer) Run(ctx context.Context, fn func(Event)) (gadget.Stats, error) 
 	var filtered, unparsed, unanswered uint64
 	lastRefresh := time.Now()
 	r := kernel.Reader{
-		Ring:   t.objs.Events,
-		Lost:   t.objs.Lost,
-		OnLost: t.opts.OnLost,
+		Ring:     t.objs.Events,
+		Lost:     t.objs.Lost,
+		Programs: []*ebpf.Program{t.objs.DnsEgress, t.objs.DnsIngress},
+		OnLost:   t.opts.OnLost,
 		Tick: func(now time.Time) {
 			unanswered += t.expire(now, fn)
 			if t.sel == nil || now.Sub(lastRefresh) < 2*time.Second {

@@ -206,7 +206,7 @@ func (t *Tracer) Close() error {
 // Run delivers events to fn until ctx is done and returns the counts.
 func (t *Tracer) Run(ctx context.Context, fn func(Event)) (gadget.Stats, error) {
 	var filtered uint64
-	r := kernel.Reader{Ring: t.objs.Events, Lost: t.objs.Lost, OnLost: t.opts.OnLost}
+	r := kernel.Reader{Ring: t.objs.Events, Lost: t.objs.Lost, Programs: []*ebpf.Program{t.objs.Prog}, OnLost: t.opts.OnLost}
 	st, err := r.Run(ctx, func(raw []byte) {
 		ev, ok := t.decode(raw)
 		if !ok {

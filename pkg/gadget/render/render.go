@@ -170,6 +170,9 @@ func (w *Writer) OOMKill(ev oomkill.Event) error {
 // Summary is the closing line written to stderr.
 func Summary(gadgetName string, st gadget.Stats) string {
 	s := fmt.Sprintf("%s: %d events, %d lost", gadgetName, st.Events, st.Lost)
+	if st.Missed > 0 {
+		s += fmt.Sprintf(", %d hook runs skipped by the kernel (possibly lost)", st.Missed)
+	}
 	if st.Filtered > 0 {
 		s += fmt.Sprintf(", %d filtered in user space", st.Filtered)
 	}
@@ -179,7 +182,7 @@ func Summary(gadgetName string, st gadget.Stats) string {
 	return s
 }
 
-// LostWarning is written to stderr when the lost count grows.
-func LostWarning(gadgetName string, total uint64) string {
-	return fmt.Sprintf("warning: %s: %d events lost so far (ring buffer full: the reader could not keep up)", gadgetName, total)
+// LostWarning is written to stderr when the lost or missed count grows.
+func LostWarning(gadgetName string, lost, missed uint64) string {
+	return fmt.Sprintf("warning: %s: so far %d events lost (ring buffer full: the reader could not keep up), %d hook runs skipped by the kernel (another BPF program was running on the CPU)", gadgetName, lost, missed)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -80,31 +81,66 @@ type Options struct {
 	Env kernel.Env
 }
 
-// Tracepoints the gadget attaches to.
-var tracepoints = []struct{ group, name, prog string }{
-	{"sock", "inet_sock_set_state", "handle_set_state"},
-	{"tcp", "tcp_receive_reset", "handle_receive_reset"},
-	{"tcp", "tcp_send_reset", "handle_send_reset"},
-	{"tcp", "tcp_retransmit_skb", "handle_retransmit"},
-	{"syscalls", "sys_enter_connect", "handle_connect_enter"},
-	{"syscalls", "sys_exit_connect", "handle_connect_exit"},
+// Tracepoints the gadget needs.
+var tracepoints = []string{
+	"sock:inet_sock_set_state", "tcp:tcp_receive_reset", "tcp:tcp_send_reset", "tcp:tcp_retransmit_skb",
+	"syscalls:sys_enter_connect", "syscalls:sys_exit_connect",
+}
+
+// programs are the loaded programs, of either flavour.
+type programs struct {
+	SetState, ReceiveReset, SendReset, Retransmit, ConnectEnter, ConnectExit *ebpf.Program
+	// SetStateTwin (tp_btf only) handles the state changes the kernel
+	// skips for SetState while it runs on the same CPU.
+	SetStateTwin *ebpf.Program
+}
+
+func (p programs) all() []*ebpf.Program {
+	return []*ebpf.Program{p.SetState, p.ReceiveReset, p.SendReset, p.Retransmit, p.ConnectEnter, p.ConnectExit, p.SetStateTwin}
+}
+
+// btfObjects selects the tp_btf flavour (preferred).
+type btfObjects struct {
+	tcpMaps
+	SetState     *ebpf.Program `ebpf:"btf_set_state"`
+	SetStateTwin *ebpf.Program `ebpf:"btf_set_state_twin"`
+	ReceiveReset *ebpf.Program `ebpf:"btf_receive_reset"`
+	SendReset    *ebpf.Program `ebpf:"btf_send_reset"`
+	Retransmit   *ebpf.Program `ebpf:"btf_retransmit"`
+	ConnectEnter *ebpf.Program `ebpf:"handle_connect_enter"`
+	ConnectExit  *ebpf.Program `ebpf:"handle_connect_exit"`
+}
+
+// tpObjects selects the classic tracepoint flavour (fallback).
+type tpObjects struct {
+	tcpMaps
+	SetState     *ebpf.Program `ebpf:"tp_set_state"`
+	ReceiveReset *ebpf.Program `ebpf:"tp_receive_reset"`
+	SendReset    *ebpf.Program `ebpf:"tp_send_reset"`
+	Retransmit   *ebpf.Program `ebpf:"tp_retransmit"`
+	ConnectEnter *ebpf.Program `ebpf:"handle_connect_enter"`
+	ConnectExit  *ebpf.Program `ebpf:"handle_connect_exit"`
 }
 
 // Tracer is a loaded and attached TCP gadget.
 type Tracer struct {
 	opts  Options
 	log   *slog.Logger
-	objs  tcpObjects
+	maps  tcpMaps
+	progs programs
 	links []link.Link
 	sel   *enrich.Selection
 	clock kernel.BootClock
+	// Flavour is "tp_btf" or "tracepoint": how the TCP hooks were attached.
+	flavour string
 
 	closeOnce sync.Once
 }
 
 // New checks privileges and kernel support, resolves the filter, loads the
-// BPF programs and attaches them. Events are queued from then on; call Run
-// to consume them and Close to detach.
+// BPF programs and attaches them (tp_btf, or classic tracepoints where
+// tp_btf does not load). Events are queued from then on; call Run to
+// consume them and Close to detach.
 func New(opts Options) (*Tracer, error) {
 	t := &Tracer{opts: opts, log: opts.Logger}
 	if t.log == nil {
@@ -113,11 +149,7 @@ func New(opts Options) (*Tracer, error) {
 	if err := opts.Env.Preflight(); err != nil {
 		return nil, err
 	}
-	var tps []string
-	for _, tp := range tracepoints {
-		tps = append(tps, tp.group+":"+tp.name)
-	}
-	if err := opts.Env.CheckTracepoints(tps...); err != nil {
+	if err := opts.Env.CheckTracepoints(tracepoints...); err != nil {
 		return nil, err
 	}
 	if !opts.Filter.Empty() {
@@ -133,42 +165,110 @@ func New(opts Options) (*Tracer, error) {
 	}
 	t.clock = clock
 
+	btfErr := t.load(true)
+	if btfErr != nil {
+		t.log.Debug("tp_btf unavailable, using classic tracepoints", "err", btfErr)
+		if err := t.load(false); err != nil {
+			return nil, fmt.Errorf("%w (tp_btf also failed: %v)", err, btfErr)
+		}
+	}
+	return t, nil
+}
+
+// Flavour says how the TCP hooks are attached: "tp_btf" or "tracepoint".
+func (t *Tracer) Flavour() string { return t.flavour }
+
+func (t *Tracer) load(useBTF bool) (err error) {
 	spec, err := loadTcp()
 	if err != nil {
-		return nil, fmt.Errorf("read embedded tcp BPF object: %w", err)
+		return fmt.Errorf("read embedded tcp BPF object: %w", err)
 	}
 	consts := kernel.FilterConstants(t.sel)
-	consts["failures_only"] = boolU8(opts.FailuresOnly)
+	consts["failures_only"] = boolU8(t.opts.FailuresOnly)
 	if err := kernel.SetConstants(spec, consts); err != nil {
-		return nil, err
+		return err
 	}
-	if opts.RingBytes != 0 {
-		spec.Maps["events"].MaxEntries = opts.RingBytes
+	if t.opts.RingBytes != 0 {
+		spec.Maps["events"].MaxEntries = t.opts.RingBytes
 	}
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
-		return nil, kernel.LoadError("tcp", err)
+	if useBTF {
+		var o btfObjects
+		if err := spec.LoadAndAssign(&o, nil); err != nil {
+			return kernel.LoadError("tcp (tp_btf)", err)
+		}
+		t.maps, t.progs, t.flavour = o.tcpMaps, programs{o.SetState, o.ReceiveReset, o.SendReset, o.Retransmit, o.ConnectEnter, o.ConnectExit, o.SetStateTwin}, "tp_btf"
+	} else {
+		var o tpObjects
+		if err := spec.LoadAndAssign(&o, nil); err != nil {
+			return kernel.LoadError("tcp", err)
+		}
+		t.maps, t.progs, t.flavour = o.tcpMaps, programs{o.SetState, o.ReceiveReset, o.SendReset, o.Retransmit, o.ConnectEnter, o.ConnectExit, nil}, "tracepoint"
 	}
-	if err := kernel.SyncFilter(t.objs.FilterCgroups, t.objs.FilterNetns, t.sel); err != nil {
-		t.Close()
-		return nil, err
-	}
-	progs := map[string]*ebpf.Program{
-		"handle_set_state":     t.objs.HandleSetState,
-		"handle_receive_reset": t.objs.HandleReceiveReset,
-		"handle_send_reset":    t.objs.HandleSendReset,
-		"handle_retransmit":    t.objs.HandleRetransmit,
-		"handle_connect_enter": t.objs.HandleConnectEnter,
-		"handle_connect_exit":  t.objs.HandleConnectExit,
-	}
-	for _, tp := range tracepoints {
-		l, err := link.Tracepoint(tp.group, tp.name, progs[tp.prog], nil)
+	defer func() {
 		if err != nil {
-			t.Close()
-			return nil, fmt.Errorf("attach to tracepoint %s:%s: %w", tp.group, tp.name, err)
+			t.detach()
+		}
+	}()
+	if err := kernel.SyncFilter(t.maps.FilterCgroups, t.maps.FilterNetns, t.sel); err != nil {
+		return err
+	}
+	hooks := []struct {
+		tp   string
+		prog *ebpf.Program
+	}{
+		{"sock:inet_sock_set_state", t.progs.SetState},
+		{"tcp:tcp_receive_reset", t.progs.ReceiveReset},
+		{"tcp:tcp_send_reset", t.progs.SendReset},
+		{"tcp:tcp_retransmit_skb", t.progs.Retransmit},
+	}
+	if useBTF {
+		hooks = append(hooks, struct {
+			tp   string
+			prog *ebpf.Program
+		}{"sock:inet_sock_set_state", t.progs.SetStateTwin})
+	}
+	for _, h := range hooks {
+		group, name, _ := strings.Cut(h.tp, ":")
+		var l link.Link
+		if useBTF {
+			l, err = link.AttachTracing(link.TracingOptions{Program: h.prog})
+		} else {
+			l, err = link.Tracepoint(group, name, h.prog, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("attach to %s (%s): %w", h.tp, t.flavour, err)
 		}
 		t.links = append(t.links, l)
 	}
-	return t, nil
+	for _, h := range []struct {
+		name string
+		prog *ebpf.Program
+	}{{"sys_enter_connect", t.progs.ConnectEnter}, {"sys_exit_connect", t.progs.ConnectExit}} {
+		l, err := link.Tracepoint("syscalls", h.name, h.prog, nil)
+		if err != nil {
+			return fmt.Errorf("attach to tracepoint syscalls:%s: %w", h.name, err)
+		}
+		t.links = append(t.links, l)
+	}
+	return nil
+}
+
+// detach closes whatever load attached and loaded.
+func (t *Tracer) detach() error {
+	var errs []error
+	for _, l := range t.links {
+		errs = append(errs, l.Close())
+	}
+	t.links = nil
+	for _, p := range t.progs.all() {
+		if p != nil {
+			errs = append(errs, p.Close())
+		}
+	}
+	t.progs = programs{}
+	errs = append(errs, t.maps.Close())
+	t.maps = tcpMaps{}
+	return errors.Join(errs...)
 }
 
 func boolU8(b bool) uint8 {
@@ -180,14 +280,9 @@ func boolU8(b bool) uint8 {
 
 // Close detaches and unloads the programs. It is safe to call twice.
 func (t *Tracer) Close() error {
-	var errs []error
-	t.closeOnce.Do(func() {
-		for _, l := range t.links {
-			errs = append(errs, l.Close())
-		}
-		errs = append(errs, t.objs.Close())
-	})
-	return errors.Join(errs...)
+	var err error
+	t.closeOnce.Do(func() { err = t.detach() })
+	return err
 }
 
 // Run delivers events to fn until ctx is done, then drains the ring buffer
@@ -196,16 +291,18 @@ func (t *Tracer) Run(ctx context.Context, fn func(Event)) (gadget.Stats, error) 
 	var filtered uint64
 	lastRefresh := time.Now()
 	r := kernel.Reader{
-		Ring:   t.objs.Events,
-		Lost:   t.objs.Lost,
-		OnLost: t.opts.OnLost,
+		Ring:     t.maps.Events,
+		Lost:     t.maps.Lost,
+		Programs: t.progs.all(),
+		Rescued:  t.maps.SetStateRescued,
+		OnLost:   t.opts.OnLost,
 		Tick: func(now time.Time) {
 			if t.sel == nil || now.Sub(lastRefresh) < 2*time.Second {
 				return
 			}
 			lastRefresh = now
 			t.sel.Refresh()
-			if err := kernel.SyncFilter(t.objs.FilterCgroups, t.objs.FilterNetns, t.sel); err != nil {
+			if err := kernel.SyncFilter(t.maps.FilterCgroups, t.maps.FilterNetns, t.sel); err != nil {
 				t.log.Warn("refresh filter", "err", err)
 			}
 		},

@@ -54,12 +54,19 @@ const (
 	tcpMapFilterNetns         = "filter_netns"
 	tcpMapLost                = "lost"
 	tcpMapOwners              = "owners"
+	tcpMapSetStateBusy        = "set_state_busy"
+	tcpMapSetStateRescued     = "set_state_rescued"
+	tcpProgBtfReceiveReset    = "btf_receive_reset"
+	tcpProgBtfRetransmit      = "btf_retransmit"
+	tcpProgBtfSendReset       = "btf_send_reset"
+	tcpProgBtfSetState        = "btf_set_state"
+	tcpProgBtfSetStateTwin    = "btf_set_state_twin"
 	tcpProgHandleConnectEnter = "handle_connect_enter"
 	tcpProgHandleConnectExit  = "handle_connect_exit"
-	tcpProgHandleReceiveReset = "handle_receive_reset"
-	tcpProgHandleRetransmit   = "handle_retransmit"
-	tcpProgHandleSendReset    = "handle_send_reset"
-	tcpProgHandleSetState     = "handle_set_state"
+	tcpProgTpReceiveReset     = "tp_receive_reset"
+	tcpProgTpRetransmit       = "tp_retransmit"
+	tcpProgTpSendReset        = "tp_send_reset"
+	tcpProgTpSetState         = "tp_set_state"
 	tcpVarFailuresOnly        = "failures_only"
 	tcpVarFilterByCgroup      = "filter_by_cgroup"
 	tcpVarFilterByNetns       = "filter_by_netns"
@@ -108,24 +115,31 @@ type tcpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpProgramSpecs struct {
+	BtfReceiveReset    *ebpf.ProgramSpec `ebpf:"btf_receive_reset"`
+	BtfRetransmit      *ebpf.ProgramSpec `ebpf:"btf_retransmit"`
+	BtfSendReset       *ebpf.ProgramSpec `ebpf:"btf_send_reset"`
+	BtfSetState        *ebpf.ProgramSpec `ebpf:"btf_set_state"`
+	BtfSetStateTwin    *ebpf.ProgramSpec `ebpf:"btf_set_state_twin"`
 	HandleConnectEnter *ebpf.ProgramSpec `ebpf:"handle_connect_enter"`
 	HandleConnectExit  *ebpf.ProgramSpec `ebpf:"handle_connect_exit"`
-	HandleReceiveReset *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
-	HandleRetransmit   *ebpf.ProgramSpec `ebpf:"handle_retransmit"`
-	HandleSendReset    *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
-	HandleSetState     *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	TpReceiveReset     *ebpf.ProgramSpec `ebpf:"tp_receive_reset"`
+	TpRetransmit       *ebpf.ProgramSpec `ebpf:"tp_retransmit"`
+	TpSendReset        *ebpf.ProgramSpec `ebpf:"tp_send_reset"`
+	TpSetState         *ebpf.ProgramSpec `ebpf:"tp_set_state"`
 }
 
 // tcpMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpMapSpecs struct {
-	Connects      *ebpf.MapSpec `ebpf:"connects"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	FilterCgroups *ebpf.MapSpec `ebpf:"filter_cgroups"`
-	FilterNetns   *ebpf.MapSpec `ebpf:"filter_netns"`
-	Lost          *ebpf.MapSpec `ebpf:"lost"`
-	Owners        *ebpf.MapSpec `ebpf:"owners"`
+	Connects        *ebpf.MapSpec `ebpf:"connects"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	FilterCgroups   *ebpf.MapSpec `ebpf:"filter_cgroups"`
+	FilterNetns     *ebpf.MapSpec `ebpf:"filter_netns"`
+	Lost            *ebpf.MapSpec `ebpf:"lost"`
+	Owners          *ebpf.MapSpec `ebpf:"owners"`
+	SetStateBusy    *ebpf.MapSpec `ebpf:"set_state_busy"`
+	SetStateRescued *ebpf.MapSpec `ebpf:"set_state_rescued"`
 }
 
 // tcpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -158,12 +172,14 @@ func (o *tcpObjects) Close() error {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpMaps struct {
-	Connects      *ebpf.Map `ebpf:"connects"`
-	Events        *ebpf.Map `ebpf:"events"`
-	FilterCgroups *ebpf.Map `ebpf:"filter_cgroups"`
-	FilterNetns   *ebpf.Map `ebpf:"filter_netns"`
-	Lost          *ebpf.Map `ebpf:"lost"`
-	Owners        *ebpf.Map `ebpf:"owners"`
+	Connects        *ebpf.Map `ebpf:"connects"`
+	Events          *ebpf.Map `ebpf:"events"`
+	FilterCgroups   *ebpf.Map `ebpf:"filter_cgroups"`
+	FilterNetns     *ebpf.Map `ebpf:"filter_netns"`
+	Lost            *ebpf.Map `ebpf:"lost"`
+	Owners          *ebpf.Map `ebpf:"owners"`
+	SetStateBusy    *ebpf.Map `ebpf:"set_state_busy"`
+	SetStateRescued *ebpf.Map `ebpf:"set_state_rescued"`
 }
 
 func (m *tcpMaps) Close() error {
@@ -174,6 +190,8 @@ func (m *tcpMaps) Close() error {
 		m.FilterNetns,
 		m.Lost,
 		m.Owners,
+		m.SetStateBusy,
+		m.SetStateRescued,
 	)
 }
 
@@ -191,22 +209,32 @@ type tcpVariables struct {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpPrograms struct {
+	BtfReceiveReset    *ebpf.Program `ebpf:"btf_receive_reset"`
+	BtfRetransmit      *ebpf.Program `ebpf:"btf_retransmit"`
+	BtfSendReset       *ebpf.Program `ebpf:"btf_send_reset"`
+	BtfSetState        *ebpf.Program `ebpf:"btf_set_state"`
+	BtfSetStateTwin    *ebpf.Program `ebpf:"btf_set_state_twin"`
 	HandleConnectEnter *ebpf.Program `ebpf:"handle_connect_enter"`
 	HandleConnectExit  *ebpf.Program `ebpf:"handle_connect_exit"`
-	HandleReceiveReset *ebpf.Program `ebpf:"handle_receive_reset"`
-	HandleRetransmit   *ebpf.Program `ebpf:"handle_retransmit"`
-	HandleSendReset    *ebpf.Program `ebpf:"handle_send_reset"`
-	HandleSetState     *ebpf.Program `ebpf:"handle_set_state"`
+	TpReceiveReset     *ebpf.Program `ebpf:"tp_receive_reset"`
+	TpRetransmit       *ebpf.Program `ebpf:"tp_retransmit"`
+	TpSendReset        *ebpf.Program `ebpf:"tp_send_reset"`
+	TpSetState         *ebpf.Program `ebpf:"tp_set_state"`
 }
 
 func (p *tcpPrograms) Close() error {
 	return _TcpClose(
+		p.BtfReceiveReset,
+		p.BtfRetransmit,
+		p.BtfSendReset,
+		p.BtfSetState,
+		p.BtfSetStateTwin,
 		p.HandleConnectEnter,
 		p.HandleConnectExit,
-		p.HandleReceiveReset,
-		p.HandleRetransmit,
-		p.HandleSendReset,
-		p.HandleSetState,
+		p.TpReceiveReset,
+		p.TpRetransmit,
+		p.TpSendReset,
+		p.TpSetState,
 	)
 }
 

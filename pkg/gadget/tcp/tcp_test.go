@@ -209,7 +209,7 @@ func TestFloodIsCountedNotDropped(t *testing.T) {
 		Enricher:  en,
 		Filter:    enrich.Filter{Namespace: "flood"},
 		RingBytes: 16 * 4096, // small on purpose: about 680 events fit
-		OnLost:    func(total uint64) { lostSeen = total },
+		OnLost:    func(lost, _ uint64) { lostSeen = lost },
 	}})
 	if err != nil {
 		t.Fatalf("tcp.New: %v", err)

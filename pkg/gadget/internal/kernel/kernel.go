@@ -259,7 +259,7 @@ func SyncFilter(cgroups, netns *ebpf.Map, sel *enrich.Selection) error {
 	return nil
 }
 
-// SumLost adds up a per-CPU lost counter.
+// SumLost adds up a per-CPU counter (lost events, rescued runs).
 func SumLost(m *ebpf.Map) (uint64, error) {
 	var per []uint64
 	if err := m.Lookup(uint32(0), &per); err != nil {
@@ -272,14 +272,35 @@ func SumLost(m *ebpf.Map) (uint64, error) {
 	return n, nil
 }
 
+// RecursionMisses adds up how often the kernel skipped these programs
+// because another BPF program was running on the CPU.
+func RecursionMisses(progs []*ebpf.Program) uint64 {
+	var n uint64
+	for _, p := range progs {
+		if p == nil {
+			continue
+		}
+		if st, err := p.Stats(); err == nil {
+			n += st.RecursionMisses
+		}
+	}
+	return n
+}
+
 // Reader drains one ring buffer.
 type Reader struct {
 	// Ring is the BPF_MAP_TYPE_RINGBUF map.
 	Ring *ebpf.Map
 	// Lost is the per-CPU counter the BPF side increments on reserve failure.
 	Lost *ebpf.Map
-	// OnLost is called when the lost count grows.
-	OnLost func(total uint64)
+	// Programs are the gadget's programs, whose recursion misses are
+	// reported as Stats.Missed.
+	Programs []*ebpf.Program
+	// Rescued, when set, is a per-CPU counter of skipped runs that a twin
+	// program handled instead; they are subtracted from Missed.
+	Rescued *ebpf.Map
+	// OnLost is called when the lost or missed count grows.
+	OnLost func(lost, missed uint64)
 	// Tick, when set, is called about every PollEvery from the reading
 	// goroutine (filter refresh, timeouts).
 	Tick func(now time.Time)
@@ -311,12 +332,21 @@ func (r *Reader) Run(ctx context.Context, handle func(raw []byte)) (gadget.Stats
 	})
 	defer stop()
 	checkLost := func() {
-		n, err := SumLost(r.Lost)
-		if err == nil && n > st.Lost {
-			st.Lost = n
-			if r.OnLost != nil {
-				r.OnLost(n)
+		grew := false
+		if n, err := SumLost(r.Lost); err == nil && n > st.Lost {
+			st.Lost, grew = n, true
+		}
+		n := RecursionMisses(r.Programs)
+		if r.Rescued != nil {
+			if rescued, err := SumLost(r.Rescued); err == nil && rescued <= n {
+				n -= rescued
 			}
+		}
+		if n > st.Missed {
+			st.Missed, grew = n, true
+		}
+		if grew && r.OnLost != nil {
+			r.OnLost(st.Lost, st.Missed)
 		}
 	}
 	var rec ringbuf.Record

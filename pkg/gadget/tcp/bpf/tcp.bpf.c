@@ -5,6 +5,7 @@
  * Only tracepoints: this must run on kernels without kprobes.
  */
 #include "common.h"
+#include <bpf/bpf_tracing.h>
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -104,31 +105,57 @@ static __always_inline void fill_owner(struct event *e, const void *sk)
 	}
 }
 
-static __always_inline void copy_addrs(struct event *e, __u16 family, const __u8 *s4, const __u8 *d4,
-				       const __u8 *s6, const __u8 *d6)
+/* fill_from_sk copies the socket's local and remote addresses and ports. */
+static __always_inline void fill_from_sk(struct event *e, const struct sock *sk)
 {
-	/*
-	 * The sources point into the tracepoint context; the verifier refuses
-	 * loads through a ctx pointer that was moved, so copy with a helper.
-	 */
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	e->family = family;
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (family == AF_INET) {
-		bpf_probe_read_kernel(e->saddr, 4, s4);
-		bpf_probe_read_kernel(e->daddr, 4, d4);
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
 	} else {
-		bpf_probe_read_kernel(e->saddr, 16, s6);
-		bpf_probe_read_kernel(e->daddr, 16, d6);
+		BPF_CORE_READ_INTO((struct in6_addr *)e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)e->daddr, sk, __sk_common.skc_v6_daddr);
 	}
 }
 
-SEC("tracepoint/sock/inet_sock_set_state")
-int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+/*
+ * fill_reply_from_skb fills the addresses of a reply to the received skb
+ * (local = its destination): what tcp_send_reset answers when no socket
+ * matched the segment.
+ */
+static __always_inline void fill_reply_from_skb(struct event *e, const struct sk_buff *skb)
 {
-	if (ctx->protocol != IPPROTO_TCP)
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	struct tcphdr tcp = {};
+	bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th);
+	e->sport = bpf_ntohs(tcp.dest);
+	e->dport = bpf_ntohs(tcp.source);
+	__u8 version = 0;
+	bpf_probe_read_kernel(&version, 1, head + nh);
+	if ((version >> 4) == 4) {
+		struct iphdr ip = {};
+		bpf_probe_read_kernel(&ip, sizeof(ip), head + nh);
+		e->family = AF_INET;
+		__builtin_memcpy(e->saddr, &ip.daddr, 4);
+		__builtin_memcpy(e->daddr, &ip.saddr, 4);
+	} else {
+		struct ipv6hdr ip6 = {};
+		bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh);
+		e->family = AF_INET6;
+		__builtin_memcpy(e->saddr, &ip6.daddr, 16);
+		__builtin_memcpy(e->daddr, &ip6.saddr, 16);
+	}
+}
+
+static __always_inline int on_set_state(const struct sock *sk, int oldstate, int newstate)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
-	const struct sock *sk = ctx->skaddr;
-	int oldstate = ctx->oldstate;
-	int newstate = ctx->newstate;
 	__u64 key = (__u64)sk;
 	__u8 type = 0;
 	__s32 err = 0;
@@ -180,9 +207,7 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	e->err = err;
 	e->cgroup_id = cg;
 	e->netns = netns;
-	e->sport = ctx->sport;
-	e->dport = ctx->dport;
-	copy_addrs(e, ctx->family, ctx->saddr, ctx->daddr, ctx->saddr_v6, ctx->daddr_v6);
+	fill_from_sk(e, sk);
 	fill_owner(e, sk);
 	bpf_ringbuf_submit(e, 0);
 out:
@@ -191,10 +216,8 @@ out:
 	return 0;
 }
 
-SEC("tracepoint/tcp/tcp_receive_reset")
-int handle_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
+static __always_inline int on_sk_event(const struct sock *sk, __u8 type)
 {
-	const struct sock *sk = ctx->skaddr;
 	__u64 cg = sk_cgroup(sk);
 	__u32 netns = sk_netns(sk);
 	if (!wanted(cg, netns))
@@ -204,32 +227,26 @@ int handle_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
 		return 0;
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts = bpf_ktime_get_boot_ns();
-	e->type = EV_RST_RECV;
+	e->type = type;
 	e->oldstate = BPF_CORE_READ(sk, __sk_common.skc_state);
 	e->cgroup_id = cg;
 	e->netns = netns;
-	e->sport = ctx->sport;
-	e->dport = ctx->dport;
-	copy_addrs(e, ctx->family, ctx->saddr, ctx->daddr, ctx->saddr_v6, ctx->daddr_v6);
+	fill_from_sk(e, sk);
 	fill_owner(e, sk);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
 
-SEC("tracepoint/tcp/tcp_send_reset")
-int handle_send_reset(struct trace_event_raw_tcp_send_reset *ctx)
+static __always_inline int on_send_reset(const struct sock *sk, const struct sk_buff *skb)
 {
-	const struct sock *sk = ctx->skaddr;
-	const struct sk_buff *skb = ctx->skbaddr;
-	__u64 cg = 0;
-	__u32 netns = 0;
-	if (sk) {
-		cg = sk_cgroup(sk);
-		netns = sk_netns(sk);
-	} else if (skb) {
-		netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
-	}
-	if (!wanted(cg, netns))
+	/* A request or timewait socket is not a full socket: use the skb. */
+	if (sk && BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_NEW_SYN_RECV &&
+	    BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_TIME_WAIT)
+		return on_sk_event(sk, EV_RST_SENT);
+	if (!skb)
+		return 0;
+	__u32 netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	if (!wanted(0, netns))
 		return 0;
 	struct event *e = reserve(&events, sizeof(*e));
 	if (!e)
@@ -237,53 +254,109 @@ int handle_send_reset(struct trace_event_raw_tcp_send_reset *ctx)
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts = bpf_ktime_get_boot_ns();
 	e->type = EV_RST_SENT;
-	e->oldstate = ctx->state;
-	e->cgroup_id = cg;
+	e->oldstate = sk ? BPF_CORE_READ(sk, __sk_common.skc_state) : TCP_LISTEN;
 	e->netns = netns;
-	/* saddr and daddr hold a struct sockaddr_in or sockaddr_in6. */
-	__u8 sa[28], da[28];
-	bpf_probe_read_kernel(sa, sizeof(sa), ctx->saddr);
-	bpf_probe_read_kernel(da, sizeof(da), ctx->daddr);
-	__u16 family = *(__u16 *)sa;
-	e->family = family;
-	e->sport = bpf_ntohs(*(__u16 *)(sa + 2));
-	e->dport = bpf_ntohs(*(__u16 *)(da + 2));
-	if (family == AF_INET) {
-		__builtin_memcpy(e->saddr, sa + 4, 4);
-		__builtin_memcpy(e->daddr, da + 4, 4);
-	} else {
-		__builtin_memcpy(e->saddr, sa + 8, 16);
-		__builtin_memcpy(e->daddr, da + 8, 16);
-	}
-	if (sk)
-		fill_owner(e, sk);
+	fill_reply_from_skb(e, skb);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
 
-SEC("tracepoint/tcp/tcp_retransmit_skb")
-int handle_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
+/*
+ * Two flavours of each handler. tp_btf programs are preferred: the kernel
+ * only skips one when the same program is already running on the CPU,
+ * whereas it skips a classic tracepoint program whenever any other tracing
+ * program runs there (a softirq interrupting a syscall hook). Either way
+ * the skips are counted (recursion misses) and reported.
+ */
+/*
+ * The kernel skips a tp_btf program that is already running on the CPU:
+ * inet_sock_set_state fires in process context (connect, close) and again
+ * in a softirq that interrupts it (the peer's SYN-ACK, FIN, RST), so a
+ * single program would miss some transitions under load. A twin program on
+ * the same tracepoint handles exactly the calls that arrive while the
+ * primary is running on this CPU (set_state_busy), and counts them in
+ * set_state_rescued so user space can tell rescued skips from lost ones.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} set_state_busy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} set_state_rescued SEC(".maps");
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(btf_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	const struct sock *sk = ctx->skaddr;
-	__u64 cg = sk_cgroup(sk);
-	__u32 netns = sk_netns(sk);
-	if (!wanted(cg, netns))
-		return 0;
-	struct event *e = reserve(&events, sizeof(*e));
-	if (!e)
-		return 0;
-	__builtin_memset(e, 0, sizeof(*e));
-	e->ts = bpf_ktime_get_boot_ns();
-	e->type = EV_RETRANSMIT;
-	e->oldstate = ctx->state;
-	e->cgroup_id = cg;
-	e->netns = netns;
-	e->sport = ctx->sport;
-	e->dport = ctx->dport;
-	copy_addrs(e, ctx->family, ctx->saddr, ctx->daddr, ctx->saddr_v6, ctx->daddr_v6);
-	fill_owner(e, sk);
-	bpf_ringbuf_submit(e, 0);
+	__u32 zero = 0;
+	__u32 *busy = bpf_map_lookup_elem(&set_state_busy, &zero);
+	if (busy)
+		*busy = 1;
+	on_set_state(sk, oldstate, newstate);
+	if (busy)
+		*busy = 0;
 	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(btf_set_state_twin, const struct sock *sk, const int oldstate, const int newstate)
+{
+	__u32 zero = 0;
+	__u32 *busy = bpf_map_lookup_elem(&set_state_busy, &zero);
+	if (!busy || !*busy)
+		return 0; /* the primary handles this call */
+	__u64 *rescued = bpf_map_lookup_elem(&set_state_rescued, &zero);
+	if (rescued)
+		(*rescued)++;
+	return on_set_state(sk, oldstate, newstate);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(btf_receive_reset, struct sock *sk)
+{
+	return on_sk_event(sk, EV_RST_RECV);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(btf_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	return on_send_reset(sk, skb);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(btf_retransmit, const struct sock *sk, const struct sk_buff *skb)
+{
+	return on_sk_event(sk, EV_RETRANSMIT);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int tp_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	return on_set_state(ctx->skaddr, ctx->oldstate, ctx->newstate);
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset")
+int tp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
+{
+	return on_sk_event(ctx->skaddr, EV_RST_RECV);
+}
+
+SEC("tracepoint/tcp/tcp_send_reset")
+int tp_send_reset(struct trace_event_raw_tcp_send_reset *ctx)
+{
+	return on_send_reset(ctx->skaddr, ctx->skbaddr);
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int tp_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
+{
+	return on_sk_event(ctx->skaddr, EV_RETRANSMIT);
 }
 
 SEC("tracepoint/syscalls/sys_enter_connect")
