@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os/exec"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -93,18 +91,8 @@ func BenchmarkConnects(b *testing.B) {
 	if st.Events > 0 {
 		b.ReportMetric(float64(cpu.Self.Nanoseconds())/float64(st.Events), "reader-cpu-ns/event")
 	}
-	if st.Lost != 0 {
-		b.Errorf("lost %d events", st.Lost)
-	}
-	if types[tcp.TypeClose] != 2*n {
-		out, _ := exec.Command("ip", "netns", "exec", client.NetnsName, "ss", "-tan").CombinedOutput()
-		states := map[string]int{}
-		for _, l := range strings.Split(string(out), "\n")[1:] {
-			if f := strings.Fields(l); len(f) > 0 {
-				states[f[0]]++
-			}
-		}
-		b.Logf("client sockets by state: %v", states)
+	if st.Lost != 0 || st.Missed != 0 {
+		b.Errorf("lost %d events, kernel skipped %d hook runs", st.Lost, st.Missed)
 	}
 	// A server socket of the untraced run may still close during this one
 	// (its FIN retransmitted), hence "at least" for the server's closes.
