@@ -69,6 +69,9 @@ type Options struct {
 	gadget.Options
 	// Env points at non-standard kernel interface paths (tests).
 	Env kernel.Env
+	// ForceTracepoint uses the classic tracepoint even where tp_btf loads
+	// (tests of the fallback, debugging).
+	ForceTracepoint bool
 }
 
 // Tracer is a loaded and attached OOM kill gadget.
@@ -128,7 +131,10 @@ func New(opts Options) (*Tracer, error) {
 	}
 	t.clock = clock
 
-	btfErr := t.loadBTF()
+	btfErr := errors.New("disabled by ForceTracepoint")
+	if !opts.ForceTracepoint {
+		btfErr = t.loadBTF()
+	}
 	if btfErr == nil {
 		t.exact = true
 		return t, nil

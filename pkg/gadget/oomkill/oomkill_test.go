@@ -22,12 +22,22 @@ func TestMain(m *testing.M) {
 const node = "node-1"
 
 func TestMemoryHogIsReportedWithItsPod(t *testing.T) {
+	for _, classic := range []bool{false, true} {
+		name := "tp_btf"
+		if classic {
+			name = "tracepoint"
+		}
+		t.Run(name, func(t *testing.T) { testMemoryHog(t, classic) })
+	}
+}
+
+func testMemoryHog(t *testing.T, classic bool) {
 	bed := testbed.New(t)
 	const limit = 48 << 20
 	hogPod := bed.AddPod("batch", "report-builder-x1", testbed.PodOptions{MemoryLimit: limit})
 	other := bed.AddPod("other", "cache-1", testbed.PodOptions{MemoryLimit: limit})
 	en := enrich.New(enrich.Options{Source: enrich.NewStaticSource(bed.CorePods(node), nil), NodeName: node})
-	tr, err := oomkill.New(oomkill.Options{Options: gadget.Options{Enricher: en, Filter: enrich.Filter{Namespace: "batch"}}})
+	tr, err := oomkill.New(oomkill.Options{ForceTracepoint: classic, Options: gadget.Options{Enricher: en, Filter: enrich.Filter{Namespace: "batch"}}})
 	if err != nil {
 		t.Fatalf("oomkill.New: %v", err)
 	}
@@ -87,7 +97,13 @@ func TestMemoryHogIsReportedWithItsPod(t *testing.T) {
 	if !strings.Contains(ev.MemoryCgroup, "pod"+hogPod.UID) {
 		t.Errorf("memory cgroup %q does not name the pod", ev.MemoryCgroup)
 	}
-	t.Logf("event: %+v", ev)
+	wantOf := "victim"
+	if classic {
+		wantOf = "trigger"
+	}
+	if ev.MemoryCgroupOf != wantOf {
+		t.Errorf("memory cgroup of %q, want %q", ev.MemoryCgroupOf, wantOf)
+	}
 	if st.Filtered != 1 || st.Events != 1 || st.Lost != 0 {
 		t.Errorf("stats %+v, want 1 event, 1 filtered, 0 lost", st)
 	}

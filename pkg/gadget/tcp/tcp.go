@@ -79,6 +79,9 @@ type Options struct {
 	FailuresOnly bool
 	// Env points at non-standard kernel interface paths (tests).
 	Env kernel.Env
+	// ForceTracepoints uses the classic tracepoint flavour even where
+	// tp_btf loads (tests of the fallback, debugging).
+	ForceTracepoints bool
 }
 
 // Tracepoints the gadget needs.
@@ -165,7 +168,10 @@ func New(opts Options) (*Tracer, error) {
 	}
 	t.clock = clock
 
-	btfErr := t.load(true)
+	btfErr := errors.New("disabled by ForceTracepoints")
+	if !opts.ForceTracepoints {
+		btfErr = t.load(true)
+	}
 	if btfErr != nil {
 		t.log.Debug("tp_btf unavailable, using classic tracepoints", "err", btfErr)
 		if err := t.load(false); err != nil {

@@ -32,6 +32,7 @@ type collector struct {
 	err    error
 	done   chan struct{}
 	cancel context.CancelFunc
+	tracer *tcp.Tracer
 }
 
 func startTracer(t *testing.T, opts tcp.Options) *collector {
@@ -42,7 +43,7 @@ func startTracer(t *testing.T, opts tcp.Options) *collector {
 	}
 	t.Cleanup(func() { _ = tr.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &collector{done: make(chan struct{}), cancel: cancel}
+	c := &collector{done: make(chan struct{}), cancel: cancel, tracer: tr}
 	go func() {
 		defer close(c.done)
 		st, err := tr.Run(ctx, func(ev tcp.Event) {
@@ -93,6 +94,12 @@ func (c *collector) dump() string {
 }
 
 func TestConnectRefusedIsLabelledWithClientPod(t *testing.T) {
+	for _, flavour := range []string{"tp_btf", "tracepoint"} {
+		t.Run(flavour, func(t *testing.T) { testConnectRefused(t, flavour) })
+	}
+}
+
+func testConnectRefused(t *testing.T, flavour string) {
 	bed := testbed.New(t)
 	client := bed.AddPod("shop", "storefront-7d9f", testbed.PodOptions{})
 	server := bed.AddPod("shop", "orders-5c4b", testbed.PodOptions{})
@@ -100,10 +107,13 @@ func TestConnectRefusedIsLabelledWithClientPod(t *testing.T) {
 	src := enrich.NewStaticSource(bed.CorePods(node), nil)
 	en := enrich.New(enrich.Options{Source: src, NodeName: node})
 
-	c := startTracer(t, tcp.Options{Options: gadget.Options{
+	c := startTracer(t, tcp.Options{ForceTracepoints: flavour == "tracepoint", Options: gadget.Options{
 		Enricher: en,
 		Filter:   enrich.Filter{Namespace: "shop", PodPrefix: "storefront"},
 	}})
+	if c.tracer.Flavour() != flavour {
+		t.Fatalf("attached as %s, want %s", c.tracer.Flavour(), flavour)
+	}
 
 	bed.StartReady(server, "tcp-listen", ":8080")
 	// The noise pod's refused connect must be filtered out.
