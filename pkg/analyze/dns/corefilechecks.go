@@ -62,7 +62,44 @@ func (e *env) corefileChecks() []findings.Finding {
 		out = append(out, f)
 	}
 	out = append(out, e.notIPFindings(cfg, routes)...)
+	out = append(out, e.shadowedFindings(cfg)...)
 	out = append(out, e.stubFindings(cfg, routes)...)
+	return out
+}
+
+// shadowedFindings reports forwards that never get a query, one finding
+// per shadowed directive.
+func (e *env) shadowedFindings(cfg *config) []findings.Finding {
+	sh := shadowing(cfg)
+	var out []findings.Finding
+	for _, b := range cfg.blocks {
+		for _, d := range b.directives {
+			first, ok := sh[d.src.at(d.line)]
+			if !ok {
+				continue
+			}
+			line := func(x directive) string {
+				return fmt.Sprintf("%s %s", x.name, strings.Join(x.args, " "))
+			}
+			out = append(out, findings.Finding{
+				ID: idForwardShadowed, Severity: findings.Warning, Area: findings.AreaDNS, Object: configMapRef(d.src.configMap),
+				Title: fmt.Sprintf("%s never uses %q (%s): %q at %s comes first in the same server block and takes its names",
+					cfg.server, line(d), d.src.at(d.line), line(first), first.src.at(first.line)),
+				Evidence: []string{
+					fmt.Sprintf("server block %s", b.where()),
+					fmt.Sprintf("%s: %s, the first forward for zone %s", first.src.at(first.line), line(first), forwardFrom(first)),
+					fmt.Sprintf("%s: %s, later in the block, for zone %s: no query reaches it", d.src.at(d.line), line(d), forwardFrom(d)),
+				},
+				Explanation: "CoreDNS evaluates the forward directives of a server block in order, and the first whose zone matches a name answers it. " +
+					"A later forward for the same or a child zone never gets a query, so the custom upstream silently does nothing (CoreDNS before 1.8 refused such a block outright). " +
+					"On AKS a forward in a *.override lands after the default \"forward . /etc/resolv.conf\": to change the default upstream, set custom DNS servers on the VNet; to send one zone elsewhere, use a *.server block.",
+				Remediation: []findings.Remediation{
+					findings.Inspect("Show the ConfigMap with the unused forward", fmt.Sprintf("kubectl get configmap %s -n %s -o yaml", d.src.configMap, kubeSystem)),
+					findings.Inspect("Show the Corefile's own forward", fmt.Sprintf("kubectl get configmap %s -n %s -o jsonpath='{.data.%s}' | grep -n forward", cfg.main.configMap, kubeSystem, jsonpathKey(cfg.main.key))),
+				},
+			})
+		}
+	}
 	return out
 }
 
@@ -92,6 +129,19 @@ func semanticProblems(cfg *config) []problem {
 			}
 			if len(d.args) < 2 {
 				out = append(out, problem{src: d.src, line: d.line, msg: fmt.Sprintf("%s needs a zone and at least one target: %q", d.name, strings.TrimSpace(d.name+" "+strings.Join(d.args, " ")))})
+				continue
+			}
+			if d.name != "forward" {
+				continue
+			}
+			// CoreDNS's forward takes at most 15 targets, over dns:// or tls:// only.
+			if n := len(d.args) - 1; n > 15 {
+				out = append(out, problem{src: d.src, line: d.line, msg: fmt.Sprintf("more than 15 TOs configured: %d", n)})
+			}
+			for _, t := range d.args[1:] {
+				if tr, _ := splitTransport(t); tr != "dns" && tr != "tls" {
+					out = append(out, problem{src: d.src, line: d.line, msg: fmt.Sprintf("'%s' is not supported as a destination protocol in forward: %s", tr, t)})
+				}
 			}
 		}
 	}
@@ -308,8 +358,13 @@ func (e *env) upstreamsFinding(cfg *config, routes []route) (findings.Finding, b
 	var ev []string
 	var summary []string
 	targets := map[string]bool{}
+	sh := shadowing(cfg)
 	for _, r := range routes {
-		ev = append(ev, r.String())
+		line := r.String()
+		if first, ok := sh[r.dir.src.at(r.dir.line)]; ok {
+			line += fmt.Sprintf(" (never used: the forward at %s comes first)", first.src.at(first.line))
+		}
+		ev = append(ev, line)
 		if isForwarder(r.dir.name) {
 			var ts []string
 			for _, t := range r.targets {

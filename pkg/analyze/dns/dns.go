@@ -30,6 +30,7 @@ const (
 	idUpstreams             = "dns-upstreams"
 	idUpstreamNotIP         = "dns-upstream-not-ip"
 	idStubNoUpstream        = "dns-stub-domain-no-upstream"
+	idForwardShadowed       = "dns-forward-shadowed"
 	idPodDNSNone            = "pod-dns-none-no-nameservers"
 	idStatefulSetNoHeadless = "dns-statefulset-service-missing"
 )
@@ -47,6 +48,7 @@ func Checks() []findings.Check {
 		c(idCustomKeyIgnored, findings.Warning, "A coredns-custom key is never imported by the Corefile (AKS wants *.server or *.override)"),
 		c(idUpstreams, findings.Info, "Where CoreDNS sends each zone: every forward target and local answer"),
 		c(idUpstreamNotIP, findings.Warning, "A CoreDNS forward target is not an IP address"),
+		c(idForwardShadowed, findings.Warning, "A CoreDNS forward is never used because an earlier forward in the same server block takes its names (e.g. forward . in an AKS *.override)"),
 		c(idStubNoUpstream, findings.Warning, "A CoreDNS server block or forward points nowhere: no answering plugin, 0.0.0.0, itself, or an in-cluster address nobody has"),
 		c(idPodDNSNone, findings.Critical, "Pods with dnsPolicy None have no nameserver that can answer (none listed, or all pointing nowhere)"),
 		c(idStatefulSetNoHeadless, findings.Warning, "A StatefulSet's serviceName names no headless Service selecting its pods, so its per-pod DNS names do not exist"),

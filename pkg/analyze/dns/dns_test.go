@@ -234,6 +234,42 @@ func TestAnalyze(t *testing.T) {
 			}},
 		},
 		{
+			name: "forward in an AKS override is shadowed by the default forward; order and except are honoured",
+			snap: func() *cluster.Snapshot {
+				s := withCustom(healthyAKS(), map[string]string{
+					"upstream.override": "forward . 10.10.10.1\n",
+					"order.server":      "order.example {\n  forward sub.order.example 10.2.0.1\n  forward . 10.2.0.2\n  forward sub.order.example 10.2.0.3\n}\n",
+					"except.server":     "except.example {\n  forward . 10.3.0.1 {\n    except a.except.example\n  }\n  forward a.except.example 10.3.0.2\n}\n",
+				})
+				return s
+			},
+			want: []want{{
+				id: idUpstreams, sev: findings.Info, obj: "kube-system/configmap/coredns",
+				evidence: []string{". -> forward 10.10.10.1:53 [coredns-custom/upstream.override:1] (never used: the forward at coredns/Corefile:13 comes first)"},
+			}, {
+				id: idForwardShadowed, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
+				title:    []string{`never uses "forward . 10.10.10.1" (coredns-custom/upstream.override:1): "forward . /etc/resolv.conf" at coredns/Corefile:13 comes first`},
+				evidence: []string{"server block .:53 (coredns/Corefile:1)"},
+			}, {
+				id: idForwardShadowed, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
+				title: []string{`never uses "forward sub.order.example 10.2.0.3" (coredns-custom/order.server:4)`},
+			}},
+		},
+		{
+			name: "forward targets CoreDNS refuses: a gRPC transport, more than 15",
+			snap: func() *cluster.Snapshot {
+				many := strings.Repeat(" 192.0.2.1", 16)
+				return withCustom(healthyAKS(), map[string]string{
+					"bad.server": "grpc.example {\n  forward . grpc://192.0.2.9\n}\nmany.example {\n  forward ." + many + "\n}\n",
+				})
+			},
+			want: []want{{id: idUpstreams, sev: findings.Info, obj: "kube-system/configmap/coredns"}, {
+				id: idCorefileInvalid, sev: findings.Critical, obj: "kube-system/configmap/coredns-custom",
+				evidence: []string{"key bad.server line 2: 'grpc' is not supported as a destination protocol in forward: grpc://192.0.2.9",
+					"key bad.server line 5: more than 15 TOs configured: 16"},
+			}},
+		},
+		{
 			name: "misspelled plugin in an override and a key AKS ignores",
 			snap: func() *cluster.Snapshot {
 				s := healthyAKS()
@@ -624,7 +660,7 @@ func TestChecksCoverEveryID(t *testing.T) {
 		ids[c.ID] = true
 	}
 	for _, id := range []string{idNoReadyReplicas, idNoEndpoints, idCorefileInvalid, idUnknownPlugin, idCustomKeyIgnored,
-		idUpstreams, idUpstreamNotIP, idStubNoUpstream, idPodDNSNone, idStatefulSetNoHeadless} {
+		idUpstreams, idUpstreamNotIP, idForwardShadowed, idStubNoUpstream, idPodDNSNone, idStatefulSetNoHeadless} {
 		if !ids[id] {
 			t.Errorf("Checks() lacks %s", id)
 		}

@@ -59,12 +59,13 @@ func TestIntegrationDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	custom := corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns-custom", Namespace: ks}, Data: map[string]string{
-		"contoso.server": contosoServer,                                          // healthy neighbour
-		"corp.server":    "corp.example:53 {\n  forward . dns.corp.example\n}\n", // not an IP
-		"gone.server":    "gone.example:53 {\n  forward . 10.96.0.53\n}\n",       // unused ClusterIP
-		"typo.override":  "foward . 1.1.1.1\n",                                   // unknown plugin
-		"hosts.conf":     "hosts {\n  10.1.2.3 db.contoso.com\n}\n",              // ignored by AKS
-		"dup.server":     ".:53 {\n  forward . 8.8.8.8\n}\n",                     // refused: . twice
+		"contoso.server":    contosoServer,                                          // healthy neighbour
+		"corp.server":       "corp.example:53 {\n  forward . dns.corp.example\n}\n", // not an IP
+		"gone.server":       "gone.example:53 {\n  forward . 10.96.0.53\n}\n",       // unused ClusterIP
+		"typo.override":     "foward . 1.1.1.1\n",                                   // unknown plugin
+		"hosts.conf":        "hosts {\n  10.1.2.3 db.contoso.com\n}\n",              // ignored by AKS
+		"dup.server":        ".:53 {\n  forward . 8.8.8.8\n}\n",                     // refused: . twice
+		"upstream.override": "forward . 10.10.10.1\n",                               // never used: the default forward comes first
 	}}
 	if _, err := cs.CoreV1().ConfigMaps(ks).Create(ctx, &custom, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -123,6 +124,7 @@ func TestIntegrationDNS(t *testing.T) {
 		{id: idCustomKeyIgnored, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom", title: []string{"hosts.conf"}},
 		{id: idUpstreamNotIP, sev: findings.Critical, obj: "kube-system/configmap/coredns-custom", title: []string{`"dns.corp.example"`}},
 		{id: idStubNoUpstream, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom", title: []string{"gone.example. to 10.96.0.53:53"}},
+		{id: idForwardShadowed, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom", title: []string{`"forward . 10.10.10.1"`}},
 	}, always...))
 
 	// Phase 2: coredns-custom fixed: the Corefile checks fall silent.

@@ -158,6 +158,58 @@ func routesOf(cfg *config) []route {
 	return out
 }
 
+// subzone reports whether zone child is parent or below it (both FQDN).
+func subzone(child, parent string) bool {
+	return parent == "." || child == parent || strings.HasSuffix(child, "."+parent)
+}
+
+// forwardFrom returns the normalized FROM zone of a forward directive.
+func forwardFrom(d directive) string {
+	if len(d.args) == 0 {
+		return "."
+	}
+	return fqdn(d.args[0])
+}
+
+// shadowing finds, for each forward directive, an earlier forward of the
+// same server block that takes all of its names. CoreDNS chains the forward
+// instances of a block in order and the first whose FROM matches a name
+// answers it (unless the name is in its except list, or it has the next
+// option), so a later forward for the same or a child zone never gets a
+// query. The key is the shadowed directive's location.
+func shadowing(cfg *config) map[string]directive {
+	out := map[string]directive{}
+	for _, b := range cfg.blocks {
+		var earlier []directive
+		for _, d := range b.directives {
+			if d.name != "forward" {
+				continue
+			}
+			from := forwardFrom(d)
+			for _, e := range earlier {
+				if !subzone(from, forwardFrom(e)) {
+					continue
+				}
+				if _, ok := e.opt("next"); ok {
+					continue
+				}
+				ex, _ := e.opt("except")
+				overlap := false
+				for _, x := range ex {
+					x = fqdn(x)
+					overlap = overlap || subzone(from, x) || subzone(x, from)
+				}
+				if !overlap {
+					out[d.src.at(d.line)] = e
+					break
+				}
+			}
+			earlier = append(earlier, d)
+		}
+	}
+	return out
+}
+
 // String renders the route for the dns-upstreams evidence.
 func (r route) String() string {
 	loc := r.dir.src.at(r.dir.line)
