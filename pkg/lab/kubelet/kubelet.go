@@ -31,7 +31,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
@@ -193,20 +192,20 @@ type simulator struct {
 	nodeQueue workqueue.TypedRateLimitingInterface[string]
 	podQueue  workqueue.TypedRateLimitingInterface[string]
 
-	mu     sync.Mutex
-	leases map[string]context.CancelFunc // running lease controllers by node
+	leases *leases
 }
 
 func newSimulator(client kubernetes.Interface, opts Options) *simulator {
 	opts = opts.withDefaults()
-	return &simulator{
+	s := &simulator{
 		client: client,
 		opts:   opts,
 		log:    opts.Logger,
 		now:    time.Now,
 		ipam:   newIPAM(),
-		leases: map[string]context.CancelFunc{},
 	}
+	s.leases = newLeases(s, opts.LeaseDuration)
+	return s
 }
 
 // nodeIndex returns the 1-based index of a node this simulator owns, or 0.
@@ -237,14 +236,6 @@ func (s *simulator) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	stripManagedFields := func(obj any) (any, error) {
-		// Managed fields are most of a Pod's size and the simulator never
-		// reads them; dropping them keeps 30,000 cached Pods affordable.
-		if a, err := meta.Accessor(obj); err == nil {
-			a.SetManagedFields(nil)
-		}
-		return obj, nil
-	}
 	nodeFactory := informers.NewSharedInformerFactoryWithOptions(s.client, 0, informers.WithTransform(stripManagedFields))
 	podFactory := informers.NewSharedInformerFactoryWithOptions(s.client, 0,
 		informers.WithTransform(stripManagedFields),
@@ -292,11 +283,11 @@ func (s *simulator) run(ctx context.Context) error {
 	defer func() {
 		s.nodeQueue.ShutDown()
 		s.podQueue.ShutDown()
+		s.leases.queue.ShutDown()
 		cancel()
 		wg.Wait()
 		nodeFactory.Shutdown()
 		podFactory.Shutdown()
-		s.stopAllLeases()
 	}()
 	for typ, ok := range nodeFactory.WaitForCacheSync(ctx.Done()) {
 		if !ok {
@@ -317,12 +308,37 @@ func (s *simulator) run(ctx context.Context) error {
 	for range s.opts.NodeWorkers {
 		wg.Go(func() { runWorker(ctx, s.nodeQueue, s.syncNode, s.log) })
 	}
+	for range leaseWorkers {
+		wg.Go(func() { runWorker(ctx, s.leases.queue, s.leases.sync, s.log) })
+	}
 	for range s.opts.PodWorkers {
 		wg.Go(func() { runWorker(ctx, s.podQueue, s.syncPod, s.log) })
 	}
 	s.log.Info("simulated kubelet running", "nodes", s.opts.Nodes, "prefix", s.opts.NodePrefix)
 	<-ctx.Done()
 	return nil
+}
+
+// stripManagedFields drops managed fields from cached Pods and Nodes:
+// they are most of a Pod's size and the simulator never reads them, so this
+// keeps 30,000 cached Pods affordable. It changes a shallow copy, never the
+// object it is given, which a client may share with other watchers.
+func stripManagedFields(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		if len(o.ManagedFields) > 0 {
+			c := *o
+			c.ManagedFields = nil
+			return &c, nil
+		}
+	case *corev1.Node:
+		if len(o.ManagedFields) > 0 {
+			c := *o
+			c.ManagedFields = nil
+			return &c, nil
+		}
+	}
+	return obj, nil
 }
 
 func (s *simulator) syncError(ctx context.Context, what, typ string) error {
@@ -377,6 +393,10 @@ func (s *simulator) registerNodes(ctx context.Context) error {
 	s.log.Info("nodes registered", "created", n, "existing", s.opts.Nodes-n)
 	return nil
 }
+
+// leaseWorkers renew Leases concurrently: 1,000 nodes need 100 renewals a
+// second, a few in flight at a time.
+const leaseWorkers = 8
 
 // fieldManager is the field manager of every write of the simulator.
 const fieldManager = "kdiag-lab-kubelet"

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -383,4 +384,41 @@ func TestRunUnreachableAPIServer(t *testing.T) {
 	if err := Run(ctx, nil, Options{}); err == nil {
 		t.Fatal("Run with a nil config: want an error")
 	}
+}
+
+func TestRunRecreatesDeletedLeaseAndSurvivesConflicts(t *testing.T) {
+	cs := fake.NewClientset()
+	startFake(t, cs, Options{Nodes: 1, LeaseDuration: 2 * time.Second})
+	ctx := context.Background()
+	leases := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	eventually(t, "lease created", func(ctx context.Context) (bool, error) {
+		_, err := leases.Get(ctx, "lab-node-1", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err := leases.Delete(ctx, "lab-node-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deleted lease created again, owned by the node", func(ctx context.Context) (bool, error) {
+		l, err := leases.Get(ctx, "lab-node-1", metav1.GetOptions{})
+		return err == nil && len(l.OwnerReferences) == 1 && *l.Spec.HolderIdentity == "lab-node-1", nil
+	})
+
+	// Another writer makes the simulator's cached Lease stale: it must
+	// fetch the Lease again and keep renewing.
+	var conflicts atomic.Int32
+	cs.PrependReactor("update", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicts.Load() < 2 {
+			conflicts.Add(1)
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Group: "coordination.k8s.io", Resource: "leases"}, "lab-node-1", errors.New("the object has been modified"))
+		}
+		return false, nil, nil
+	})
+	before, err := leases.Get(ctx, "lab-node-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "lease renewed after conflicts", func(ctx context.Context) (bool, error) {
+		l, err := leases.Get(ctx, "lab-node-1", metav1.GetOptions{})
+		return err == nil && conflicts.Load() == 2 && l.Spec.RenewTime.After(before.Spec.RenewTime.Time), nil
+	})
 }

@@ -9,15 +9,12 @@ import (
 	"net/netip"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/component-helpers/apimachinery/lease"
-	"k8s.io/utils/clock"
 )
 
 var everything = labels.Everything()
@@ -264,10 +261,10 @@ func (s *simulator) syncNode(ctx context.Context, name string) error {
 		return fmt.Errorf("get node %s from cache: %w", name, err)
 	}
 	if !heartbeatOn(node) {
-		s.stopLease(name)
+		s.leases.stop(name)
 		return nil
 	}
-	s.startLease(ctx, name)
+	s.leases.start(name)
 	if manualStatus(node) {
 		return nil
 	}
@@ -293,61 +290,4 @@ func (s *simulator) jitter(d time.Duration) time.Duration {
 		return 0
 	}
 	return d/2 + rand.N(d)
-}
-
-// startLease starts the node's Lease controller if it is not running. It is
-// the kubelet's own controller (k8s.io/component-helpers), renewing every
-// quarter of the lease duration.
-func (s *simulator) startLease(ctx context.Context, name string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.leases[name]; ok {
-		return
-	}
-	lctx, cancel := context.WithCancel(ctx)
-	s.leases[name] = cancel
-	c := lease.NewController(clock.RealClock{}, s.client, name, int32(s.opts.LeaseDuration/time.Second), nil,
-		s.opts.LeaseDuration/4, name, corev1.NamespaceNodeLease, s.setNodeOwner(name))
-	go c.Run(lctx)
-	s.log.Debug("lease renewal started", "node", name)
-}
-
-func (s *simulator) stopLease(name string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cancel, ok := s.leases[name]; ok {
-		cancel()
-		delete(s.leases, name)
-		s.log.Info("lease renewal stopped (heartbeat=false)", "node", name)
-	}
-}
-
-func (s *simulator) stopAllLeases() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for name, cancel := range s.leases {
-		cancel()
-		delete(s.leases, name)
-	}
-}
-
-// setNodeOwner makes the Node own its Lease, as the kubelet does, so that
-// deleting the Node garbage-collects the Lease. The UID comes from the cache.
-func (s *simulator) setNodeOwner(name string) lease.ProcessLeaseFunc {
-	return func(l *coordinationv1.Lease) error {
-		if len(l.OwnerReferences) > 0 {
-			return nil
-		}
-		node, err := s.nodeLister.Get(name)
-		if err != nil {
-			return fmt.Errorf("node %s not in cache yet: %w", name, err)
-		}
-		l.OwnerReferences = []metav1.OwnerReference{{
-			APIVersion: corev1.SchemeGroupVersion.String(),
-			Kind:       "Node",
-			Name:       node.Name,
-			UID:        node.UID,
-		}}
-		return nil
-	}
 }

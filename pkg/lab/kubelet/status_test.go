@@ -282,3 +282,21 @@ func TestDesiredPodStatusReadinessGatesAndSidecars(t *testing.T) {
 		t.Error("the readiness gate's condition was dropped")
 	}
 }
+
+func TestStripManagedFieldsLeavesInputAlone(t *testing.T) {
+	in := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}}
+	out, err := stripManagedFields(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := out.(*corev1.Pod); len(got.ManagedFields) != 0 || got.Name != "p" {
+		t.Errorf("result = %+v, want the pod without managed fields", got.ObjectMeta)
+	}
+	if len(in.ManagedFields) != 1 {
+		t.Error("the input pod was modified")
+	}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "x"}}}}
+	if out, _ := stripManagedFields(node); len(out.(*corev1.Node).ManagedFields) != 0 || len(node.ManagedFields) != 1 {
+		t.Error("node: managed fields not stripped from a copy")
+	}
+}
