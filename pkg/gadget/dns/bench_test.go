@@ -19,10 +19,22 @@ import (
 // events: the client's query and response, and the server's. Reported:
 // queries/s traced and untraced, the slowdown, events/s, lost events, and
 // the CPU the reader (parsing, pairing, enrichment) spends per event.
-func BenchmarkQueries(b *testing.B) {
+func BenchmarkQueries(b *testing.B) { benchQueries(b, false) }
+
+// BenchmarkQueriesFilteredOut runs the same load while the gadget traces
+// only another (idle) pod: the cost of the hooks for traffic outside the
+// filter, which the kernel drops before copying anything.
+func BenchmarkQueriesFilteredOut(b *testing.B) { benchQueries(b, true) }
+
+func benchQueries(b *testing.B, filteredOut bool) {
 	bed := testbed.New(b)
 	client := bed.AddPod("bench", "client", testbed.PodOptions{})
 	server := bed.AddPod("bench", "coredns", testbed.PodOptions{})
+	bed.AddPod("idle", "idle", testbed.PodOptions{})
+	filter := enrich.Filter{Namespace: "bench"}
+	if filteredOut {
+		filter = enrich.Filter{Namespace: "idle"}
+	}
 	bed.StartReady(server, "dns-server", ":53")
 	addr := net.JoinHostPort(server.IPv4.String(), "53")
 	n := b.N
@@ -37,7 +49,7 @@ func BenchmarkQueries(b *testing.B) {
 	untraced := run()
 
 	en := enrich.New(enrich.Options{Source: enrich.NewStaticSource(bed.CorePods("node-1"), nil), NodeName: "node-1"})
-	tr, err := dns.New(dns.Options{Options: gadget.Options{Enricher: en, Filter: enrich.Filter{Namespace: "bench"}}})
+	tr, err := dns.New(dns.Options{Options: gadget.Options{Enricher: en, Filter: filter}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -79,6 +91,12 @@ func BenchmarkQueries(b *testing.B) {
 	}
 	if st.Lost != 0 || st.Missed != 0 {
 		b.Errorf("lost %d events, kernel skipped %d hook runs", st.Lost, st.Missed)
+	}
+	if filteredOut {
+		if st.Events != 0 {
+			b.Errorf("%d events passed a filter that selects an idle pod", st.Events)
+		}
+		return
 	}
 	if st.Events < uint64(4*n) || responses != uint64(2*n) || unanswered != 0 {
 		b.Errorf("events %d (want %d), paired responses %d (want %d), unanswered %d (want 0)", st.Events, 4*n, responses, 2*n, unanswered)

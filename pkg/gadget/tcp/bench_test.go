@@ -19,10 +19,22 @@ import (
 // namespace filter, in the same run. Each connection is 4 events (connect,
 // accept, two closes). Reported: connects/s traced and untraced, the
 // slowdown, events/s, lost events, and the CPU the reader spends per event.
-func BenchmarkConnects(b *testing.B) {
+func BenchmarkConnects(b *testing.B) { benchConnects(b, false) }
+
+// BenchmarkConnectsFilteredOut runs the same load while the gadget traces
+// only another (idle) pod: the cost of the hooks for connections outside
+// the filter, which the kernel drops before reserving any event.
+func BenchmarkConnectsFilteredOut(b *testing.B) { benchConnects(b, true) }
+
+func benchConnects(b *testing.B, filteredOut bool) {
 	bed := testbed.New(b)
 	client := bed.AddPod("bench", "client", testbed.PodOptions{})
 	server := bed.AddPod("bench", "server", testbed.PodOptions{})
+	bed.AddPod("idle", "idle", testbed.PodOptions{})
+	filter := enrich.Filter{Namespace: "bench"}
+	if filteredOut {
+		filter = enrich.Filter{Namespace: "idle"}
+	}
 	bed.StartReady(server, "tcp-listen", ":8080")
 	addr := net.JoinHostPort(server.IPv4.String(), "8080")
 	n := b.N
@@ -37,7 +49,7 @@ func BenchmarkConnects(b *testing.B) {
 	untraced := run()
 
 	en := enrich.New(enrich.Options{Source: enrich.NewStaticSource(bed.CorePods("node-1"), nil), NodeName: "node-1"})
-	tr, err := tcp.New(tcp.Options{Options: gadget.Options{Enricher: en, Filter: enrich.Filter{Namespace: "bench"}}})
+	tr, err := tcp.New(tcp.Options{Options: gadget.Options{Enricher: en, Filter: filter}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -75,7 +87,7 @@ func BenchmarkConnects(b *testing.B) {
 	b.StopTimer()
 	// Wait for the last closes: a FIN that needs retransmitting can take
 	// seconds (at most 10s).
-	for deadline := time.Now().Add(10 * time.Second); closes.Load() < uint64(2*n) && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10 * time.Second); !filteredOut && closes.Load() < uint64(2*n) && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
 	}
 	cancel()
@@ -93,6 +105,12 @@ func BenchmarkConnects(b *testing.B) {
 	}
 	if st.Lost != 0 || st.Missed != 0 {
 		b.Errorf("lost %d events, kernel skipped %d hook runs", st.Lost, st.Missed)
+	}
+	if filteredOut {
+		if st.Events != 0 {
+			b.Errorf("%d events passed a filter that selects an idle pod", st.Events)
+		}
+		return
 	}
 	// A server socket of the untraced run may still close during this one
 	// (its FIN retransmitted), hence "at least" for the server's closes.
