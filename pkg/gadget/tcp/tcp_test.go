@@ -150,6 +150,18 @@ func testConnectRefused(t *testing.T, flavour string) {
 		t.Errorf("netns = %d, want the client's %d", ev.Netns, client.Netns)
 	}
 
+	// IPv6: the same refusal over the pods' fd00:251::/64 addresses.
+	refused6 := bed.Start(client, "tcp-connect", net.JoinHostPort(server.IPv6.String(), "9090"))
+	if err := refused6.WaitLine("done ok=0 fail=1", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ev6 := c.waitFor(t, "IPv6 ECONNREFUSED connect", func(ev tcp.Event) bool {
+		return ev.Type == tcp.TypeConnect && ev.Error == "ECONNREFUSED" && ev.Dst.Addr.Is6()
+	})
+	if ev6.Dst.Addr != server.IPv6 || ev6.Src.Addr != client.IPv6 || ev6.K8s.Pod != "storefront-7d9f" {
+		t.Errorf("IPv6 refused connect: %s -> %s k8s=%+v", ev6.Src, ev6.Dst, ev6.K8s)
+	}
+
 	c.waitFor(t, "successful connect", func(ev tcp.Event) bool {
 		return ev.Type == tcp.TypeConnect && ev.Error == "" && ev.Dst.Port == 8080 && ev.K8s.Pod == "storefront-7d9f"
 	})
