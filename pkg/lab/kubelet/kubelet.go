@@ -33,6 +33,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -455,7 +456,7 @@ func (s *simulator) enqueuePodsOn(node string) {
 
 // claimExistingPodIPs records the IPs of live pods on our nodes.
 func (s *simulator) claimExistingPodIPs() error {
-	pods, err := s.podLister.List(everything)
+	pods, err := s.podLister.List(labels.Everything())
 	if err != nil {
 		return fmt.Errorf("kubelet: list cached pods: %w", err)
 	}

@@ -14,10 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 )
-
-var everything = labels.Everything()
 
 // DefaultPools returns the two pools of the seed's AKS cluster: a System
 // pool np1 of Standard_D4s_v5 and a User pool np2 of Standard_D8s_v5, with
@@ -137,18 +134,23 @@ func stableID(kind, name string, n int) string {
 	return hex.EncodeToString(sum[:])[:n]
 }
 
-// healthyConditions are the conditions of a healthy node, in the kubelet's
-// order, with the kubelet's reasons and messages.
-var healthyConditions = []struct {
+// healthyCondition is one condition of a healthy node.
+type healthyCondition struct {
 	Type            corev1.NodeConditionType
 	Status          corev1.ConditionStatus
 	Reason, Message string
-}{
-	{corev1.NodeNetworkUnavailable, corev1.ConditionFalse, "RouteCreated", "RouteController created a route"},
-	{corev1.NodeMemoryPressure, corev1.ConditionFalse, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"},
-	{corev1.NodeDiskPressure, corev1.ConditionFalse, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"},
-	{corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID", "kubelet has sufficient PID available"},
-	{corev1.NodeReady, corev1.ConditionTrue, "KubeletReady", "kubelet is posting ready status"},
+}
+
+// healthyConditions are the conditions of a healthy node, in the kubelet's
+// order, with the kubelet's reasons and messages.
+func healthyConditions() []healthyCondition {
+	return []healthyCondition{
+		{corev1.NodeNetworkUnavailable, corev1.ConditionFalse, "RouteCreated", "RouteController created a route"},
+		{corev1.NodeMemoryPressure, corev1.ConditionFalse, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"},
+		{corev1.NodeDiskPressure, corev1.ConditionFalse, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"},
+		{corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID", "kubelet has sufficient PID available"},
+		{corev1.NodeReady, corev1.ConditionTrue, "KubeletReady", "kubelet is posting ready status"},
+	}
 }
 
 // desiredNodeStatus is the status the node's kubelet reports now. Conditions
@@ -180,7 +182,7 @@ func (s *simulator) desiredNodeStatus(node *corev1.Node, current *corev1.NodeSta
 			Architecture:            "amd64",
 		},
 	}
-	for _, hc := range healthyConditions {
+	for _, hc := range healthyConditions() {
 		cond := corev1.NodeCondition{
 			Type: hc.Type, Status: hc.Status, Reason: hc.Reason, Message: hc.Message,
 			LastHeartbeatTime: now, LastTransitionTime: now,

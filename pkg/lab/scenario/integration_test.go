@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -16,7 +17,8 @@ import (
 	"github.com/kdiag/kdiag/pkg/lab/scenario"
 )
 
-func TestMain(m *testing.M) { labtest.Main(m, labtest.Options{Nodes: 4}) }
+// Three nodes, the lab's default: store-demo breaks two and keeps one healthy.
+func TestMain(m *testing.M) { labtest.Main(m, labtest.Options{Nodes: 3}) }
 
 func TestIntegrationStoreDemoConverges(t *testing.T) {
 	c := labtest.Cluster(t)
@@ -239,4 +241,22 @@ func hasTaint(n *corev1.Node, key string, effect corev1.TaintEffect) bool {
 		}
 	}
 	return false
+}
+
+func TestIntegrationApplyForbidden(t *testing.T) {
+	c := labtest.Cluster(t)
+	cfg, err := c.ClientCertConfig("alice", nil, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	err = scenario.Apply(ctx, cfg, "store-demo")
+	if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "scenario store-demo: list simulated nodes") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("apply without RBAC: err = %v; want one line naming the step, wrapping Forbidden", err)
+	}
+	if waited := time.Since(start); waited > 10*time.Second {
+		t.Errorf("a Forbidden error took %s: it must not be retried until the timeout", waited)
+	}
 }

@@ -48,6 +48,9 @@ const LabelScenario = "lab.kdiag.io/scenario"
 // DefaultTimeout bounds Apply when its context has no deadline.
 const DefaultTimeout = 3 * time.Minute
 
+// manifests holds every scenario's YAML; go:embed needs a package-level
+// variable, which is only ever read.
+//
 //go:embed manifests
 var manifests embed.FS
 

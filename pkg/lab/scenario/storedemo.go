@@ -535,15 +535,17 @@ func evictedStatus(p *corev1.Pod, now time.Time) {
 }
 
 // storeDemoDeployments must end with all replicas ready.
-var storeDemoDeployments = [][2]string{
-	{"shop", "store-front"}, {"shop", "order-service"}, {"shop", "product-service"},
-	{"web", "nginx"}, {metav1.NamespaceSystem, "coredns"},
+func storeDemoDeployments() [][2]string {
+	return [][2]string{
+		{"shop", "store-front"}, {"shop", "order-service"}, {"shop", "product-service"},
+		{"web", "nginx"}, {metav1.NamespaceSystem, "coredns"},
+	}
 }
 
 // converged lists what store-demo still waits for.
 func (st *storeDemoState) converged(ctx context.Context, e *env) ([]string, error) {
 	var pending []string
-	for _, d := range storeDemoDeployments {
+	for _, d := range storeDemoDeployments() {
 		dep, err := e.client.AppsV1().Deployments(d[0]).Get(ctx, d[1], metav1.GetOptions{})
 		if err != nil {
 			msg, err := notFoundOr(err, fmt.Sprintf("deployment %s/%s: not found", d[0], d[1]))
