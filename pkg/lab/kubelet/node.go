@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"net/netip"
 	"time"
 
@@ -197,6 +198,13 @@ func (s *simulator) desiredNodeStatus(node *corev1.Node, current *corev1.NodeSta
 		st.Conditions = append(st.Conditions, cond)
 	}
 	if current != nil {
+		// Conditions of other types belong to others, such as Node Problem
+		// Detector's KernelDeadlock or kdiag agent's; the kubelet keeps them.
+		for _, c := range current.Conditions {
+			if !slices.ContainsFunc(st.Conditions, func(o corev1.NodeCondition) bool { return o.Type == c.Type }) {
+				st.Conditions = append(st.Conditions, c)
+			}
+		}
 		// Fields the kubelet does not own here (images, volumes, runtime
 		// handlers, features) are kept as they are.
 		st.Images = current.Images

@@ -145,6 +145,24 @@ func TestNodeStatusChanged(t *testing.T) {
 	}
 }
 
+func TestDesiredNodeStatusKeepsOtherConditions(t *testing.T) {
+	s := newSimulator(nil, Options{Nodes: 1})
+	node := s.newNode(1)
+	npd := corev1.NodeCondition{Type: "KernelDeadlock", Status: corev1.ConditionTrue, Reason: "DockerHung"}
+	node.Status.Conditions = append(node.Status.Conditions, npd)
+	desired := s.desiredNodeStatus(node, &node.Status)
+	found := false
+	for _, c := range desired.Conditions {
+		found = found || (c.Type == npd.Type && c.Status == npd.Status && c.Reason == npd.Reason)
+	}
+	if !found {
+		t.Errorf("desired conditions %v dropped the Node Problem Detector condition", desired.Conditions)
+	}
+	if nodeStatusChanged(&node.Status, &desired) {
+		t.Error("a foreign condition makes the status look changed, so it would be rewritten forever")
+	}
+}
+
 func TestNormalizeImageAndIDs(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"nginx", "docker.io/library/nginx:latest"},
