@@ -5,7 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/kdiag/kdiag/pkg/analyze/network/podready"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 )
 
 // podIndex finds the pods a Service selector matches without scanning the
