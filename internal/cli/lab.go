@@ -137,7 +137,7 @@ func newLabDownCommand(g *Globals) *cobra.Command {
 			if err := lab.Down(cmd.Context(), f.dir); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.Streams.ErrOut, "kdiag lab: no lab process runs in %s\n", f.dir)
+			fmt.Fprintf(g.Streams.ErrOut, "kdiag lab: stopped; no lab process runs in %s any more\n", f.dir)
 			return nil
 		},
 	}

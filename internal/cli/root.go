@@ -50,6 +50,9 @@ func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 by a server-side dry run before you apply it.
 
   doctor   read the cluster once and report findings by area
+  dump     write what doctor reads to a folder, for offline analysis
+  checks   list every check ID
+  trace    eBPF tracing of TCP, DNS and OOM kills, labelled with pod names
   lab      run a real local control plane with the seed scenarios`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -65,6 +68,7 @@ by a server-side dry run before you apply it.
 		newChecksCommand,
 		newDumpCommand,
 		newLabCommand,
+		newTraceCommand,
 	} {
 		root.AddCommand(add(g))
 	}
