@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
 	"github.com/kdiag/kdiag/pkg/enrich"
 	"github.com/kdiag/kdiag/pkg/gadget"
 	"github.com/kdiag/kdiag/pkg/gadget/dns"
@@ -54,6 +57,10 @@ func benchQueries(b *testing.B, filteredOut bool) {
 		b.Fatal(err)
 	}
 	defer tr.Close()
+	// Kernel-side cost: the kernel times BPF programs only while asked to.
+	if stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME); err == nil {
+		defer stats.Close()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var responses, unanswered uint64
 	done := make(chan gadget.Stats)
@@ -79,6 +86,7 @@ func benchQueries(b *testing.B, filteredOut bool) {
 	cancel()
 	st := <-done
 	cpu := testbed.ReadCPU().Sub(cpu0)
+	kernelTime, kernelRuns := tr.KernelCost()
 
 	b.ReportMetric(float64(n)/traced.Seconds(), "queries/s")
 	b.ReportMetric(float64(n)/untraced.Seconds(), "untraced-queries/s")
@@ -88,6 +96,10 @@ func benchQueries(b *testing.B, filteredOut bool) {
 	b.ReportMetric(float64(st.Missed), "missed")
 	if st.Events > 0 {
 		b.ReportMetric(float64(cpu.Self.Nanoseconds())/float64(st.Events), "reader-cpu-ns/event")
+		b.ReportMetric(float64(kernelTime.Nanoseconds())/float64(st.Events), "bpf-ns/event")
+	}
+	if kernelRuns > 0 {
+		b.ReportMetric(float64(kernelTime.Nanoseconds())/float64(kernelRuns), "bpf-ns/run")
 	}
 	if st.Lost != 0 || st.Missed != 0 {
 		b.Errorf("lost %d events, kernel skipped %d hook runs", st.Lost, st.Missed)

@@ -404,3 +404,10 @@ func answers(p *dnsmessage.Parser) []string {
 		}
 	}
 }
+
+// KernelCost returns the CPU time the gadget's BPF programs have used in
+// the kernel and how many times they ran, while BPF statistics are enabled
+// (see ebpf.EnableStats); zero otherwise.
+func (t *Tracer) KernelCost() (time.Duration, uint64) {
+	return kernel.RunTime([]*ebpf.Program{t.objs.DnsEgress, t.objs.DnsIngress})
+}

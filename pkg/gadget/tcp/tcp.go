@@ -363,3 +363,10 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 	}
 	return ev, true
 }
+
+// KernelCost returns the CPU time the gadget's BPF programs have used in
+// the kernel and how many times they ran, while BPF statistics are enabled
+// (see ebpf.EnableStats); zero otherwise.
+func (t *Tracer) KernelCost() (time.Duration, uint64) {
+	return kernel.RunTime(t.progs.all())
+}

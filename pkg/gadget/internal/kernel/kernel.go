@@ -403,3 +403,21 @@ func EnsureCgroup2() (string, error) {
 	}
 	return fallbackCgroup2, nil
 }
+
+// RunTime adds up the run time and run count of programs. The kernel keeps
+// them only while BPF statistics are enabled (ebpf.EnableStats or the
+// kernel.bpf_stats_enabled sysctl); otherwise both are zero.
+func RunTime(progs []*ebpf.Program) (time.Duration, uint64) {
+	var d time.Duration
+	var n uint64
+	for _, p := range progs {
+		if p == nil {
+			continue
+		}
+		if st, err := p.Stats(); err == nil {
+			d += st.Runtime
+			n += st.RunCount
+		}
+	}
+	return d, n
+}
