@@ -203,3 +203,54 @@ func TestOtherPorts(t *testing.T) {
 		return ev.QR == "R" && ev.Name == "ok.port.test." && ev.Nameserver.Port == 5353
 	})
 }
+
+// TestUpstreamIgnoresSomeNames is the seed's DNS story: the client sees
+// SERVFAIL from the cluster DNS server; a second trace in the DNS server's
+// namespace shows its upstream never answering those names while it
+// answers others.
+func TestUpstreamIgnoresSomeNames(t *testing.T) {
+	bed := testbed.New(t)
+	client := bed.AddPod("shop", "checkout-1", testbed.PodOptions{})
+	coredns := bed.AddPod("kube-system", "coredns-1", testbed.PodOptions{})
+	upstream := bed.AddPod("corp-dns", "custom-dns-1", testbed.PodOptions{})
+	en := enrich.New(enrich.Options{Source: enrich.NewStaticSource(bed.CorePods(node), nil), NodeName: node})
+	clientView := startTracer(t, dns.Options{Timeout: 1500 * time.Millisecond,
+		Options: gadget.Options{Enricher: en, Filter: enrich.Filter{Namespace: "shop"}}})
+	dnsView := startTracer(t, dns.Options{Timeout: 1500 * time.Millisecond,
+		Options: gadget.Options{Enricher: en, Filter: enrich.Filter{Namespace: "kube-system", PodPrefix: "coredns"}}})
+
+	bed.StartReady(upstream, "dns-server", ":53")
+	bed.StartReady(coredns, "dns-forwarder", ":53", net.JoinHostPort(upstream.IPv4.String(), "53"))
+	server := net.JoinHostPort(coredns.IPv4.String(), "53")
+	query(t, bed, client, server, "udp", "ok.shop.example.", "A", "result rcode=RCodeSuccess answers=2")
+	query(t, bed, client, server, "udp", "drop.payments.example.", "A", "result rcode=RCodeServerFailure")
+
+	fail := clientView.waitFor(t, "SERVFAIL seen by the client", func(ev dns.Event) bool {
+		return ev.QR == "R" && ev.Name == "drop.payments.example." && ev.RCode == "ServerFailure"
+	})
+	if got := fail.Nameserver.String(); got != "pod/kube-system/coredns-1:53" {
+		t.Errorf("client's nameserver = %s", got)
+	}
+	un := dnsView.waitFor(t, "upstream query never answered", func(ev dns.Event) bool {
+		return ev.Unanswered && ev.Name == "drop.payments.example."
+	})
+	if got := un.Nameserver.String(); got != "pod/corp-dns/custom-dns-1:53" || un.K8s.Pod != "coredns-1" || un.Direction != "egress" {
+		t.Errorf("unanswered upstream query: nameserver %s, pod %s, direction %s", got, un.K8s.Pod, un.Direction)
+	}
+	ok := dnsView.waitFor(t, "upstream answering other names", func(ev dns.Event) bool {
+		return ev.QR == "R" && ev.Name == "ok.shop.example." && ev.Nameserver.Port == 53 && ev.Src.Addr == upstream.IPv4
+	})
+	if ok.RCode != "Success" || ok.LatencyNs <= 0 {
+		t.Errorf("upstream answer: rcode %s latency %d", ok.RCode, ok.LatencyNs)
+	}
+	// The cluster DNS server's own view also shows it answering SERVFAIL.
+	dnsView.waitFor(t, "SERVFAIL sent by the DNS server", func(ev dns.Event) bool {
+		return ev.QR == "R" && ev.Direction == "egress" && ev.Name == "drop.payments.example." && ev.RCode == "ServerFailure"
+	})
+	clientView.stop()
+	for _, ev := range clientView.events {
+		if ev.Unanswered {
+			t.Errorf("the client's query was answered (SERVFAIL), yet: %+v", ev)
+		}
+	}
+}

@@ -48,6 +48,8 @@ func RunHelperIfRequested() {
 		err = tcpConnect(args[0], atoi(args, 1, 1), atoi(args, 2, 1))
 	case "dns-server":
 		err = dnsServer(args)
+	case "dns-forwarder":
+		err = dnsForwarder(args[0], args[1])
 	case "dns-query":
 		err = dnsQuery(args[0], args[1], args[2], args[3])
 	case "dns-flood":
@@ -272,6 +274,73 @@ func dnsServer(addrs []string) error {
 	}
 	fmt.Println("ready")
 	return <-errc
+}
+
+// dnsForwarder serves UDP on addr and forwards each query to upstream, like
+// a cluster DNS server with a custom upstream; when the upstream does not
+// answer within a second, the client gets SERVFAIL.
+func dnsForwarder(addr, upstream string) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		query := append([]byte(nil), buf[:n]...)
+		go func() {
+			resp, err := exchange(upstream, query)
+			if err != nil {
+				resp = servfail(query)
+			}
+			if resp != nil {
+				_, _ = pc.WriteTo(resp, from)
+			}
+		}()
+	}
+}
+
+func exchange(upstream string, query []byte) ([]byte, error) {
+	c, err := net.Dial("udp", upstream)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write(query); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+func servfail(query []byte) []byte {
+	var p dnsmessage.Parser
+	h, err := p.Start(query)
+	if err != nil {
+		return nil
+	}
+	q, err := p.Question()
+	if err != nil {
+		return nil
+	}
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, RecursionDesired: h.RecursionDesired, RCode: dnsmessage.RCodeServerFailure})
+	if b.StartQuestions() != nil || b.Question(q) != nil {
+		return nil
+	}
+	out, err := b.Finish()
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 func serveDNSTCP(c net.Conn) {
