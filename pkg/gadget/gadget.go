@@ -52,6 +52,10 @@ type Stats struct {
 	// Unparsed is the number of records that could not be decoded (e.g. a
 	// packet on a DNS port that is not DNS).
 	Unparsed uint64 `json:"unparsed,omitempty"`
+	// Pending is the number of DNS queries still waiting for a response,
+	// within their timeout, when the trace stopped: neither answered nor
+	// known to be unanswered.
+	Pending uint64 `json:"pending,omitempty"`
 }
 
 // Endpoint is one end of a connection or DNS exchange.

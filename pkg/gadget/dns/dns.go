@@ -220,8 +220,9 @@ func (t *Tracer) Close() error {
 }
 
 // Run delivers events to fn until ctx is done, then drains the ring buffer,
-// reports the queries still waiting as unanswered once their timeout has
-// passed... and returns the counts. fn runs on one goroutine.
+// reports the queries whose timeout has passed as unanswered, and returns
+// the counts (queries still within their timeout are counted as Pending).
+// fn runs on one goroutine.
 func (t *Tracer) Run(ctx context.Context, fn func(Event)) (gadget.Stats, error) {
 	var filtered, unparsed, unanswered uint64
 	lastRefresh := time.Now()
@@ -254,6 +255,8 @@ func (t *Tracer) Run(ctx context.Context, fn func(Event)) (gadget.Stats, error) 
 		}
 		fn(ev)
 	})
+	unanswered += t.expire(time.Now(), fn)
+	st.Pending = uint64(len(t.pending))
 	st.Filtered = filtered
 	st.Unparsed = unparsed
 	st.Events = st.Events - filtered - unparsed + unanswered

@@ -196,12 +196,25 @@ func TestOtherPorts(t *testing.T) {
 	client := bed.AddPod("shop", "checkout-1", testbed.PodOptions{})
 	server := bed.AddPod("dns", "resolver-1", testbed.PodOptions{})
 	en := enrich.New(enrich.Options{Source: enrich.NewStaticSource(bed.CorePods(node), nil), NodeName: node})
-	c := startTracer(t, dns.Options{Ports: []uint16{5353}, Options: gadget.Options{Enricher: en, Filter: enrich.Filter{PodPrefix: "checkout"}}})
+	c := startTracer(t, dns.Options{Ports: []uint16{5353}, Timeout: time.Minute, Options: gadget.Options{Enricher: en, Filter: enrich.Filter{PodPrefix: "checkout"}}})
 	bed.StartReady(server, "dns-server", ":5353")
 	query(t, bed, client, net.JoinHostPort(server.IPv4.String(), "5353"), "udp", "ok.port.test", "A", "result rcode=RCodeSuccess")
 	c.waitFor(t, "response on port 5353", func(ev dns.Event) bool {
 		return ev.QR == "R" && ev.Name == "ok.port.test." && ev.Nameserver.Port == 5353
 	})
+	// A query still within its timeout when the trace stops is counted as
+	// pending, not reported as unanswered and not forgotten.
+	bed.Start(client, "dns-query", net.JoinHostPort(server.IPv4.String(), "5353"), "udp", "drop.port.test", "A")
+	c.waitFor(t, "query that will not be answered", func(ev dns.Event) bool { return ev.QR == "Q" && ev.Name == "drop.port.test." })
+	c.stop()
+	if c.stats.Pending != 1 {
+		t.Errorf("stats %+v: want 1 pending query", c.stats)
+	}
+	for _, ev := range c.events {
+		if ev.Unanswered {
+			t.Errorf("reported unanswered before its timeout: %+v", ev)
+		}
+	}
 }
 
 // TestUpstreamIgnoresSomeNames is the seed's DNS story: the client sees

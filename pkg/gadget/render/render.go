@@ -179,6 +179,9 @@ func Summary(gadgetName string, st gadget.Stats) string {
 	if st.Unparsed > 0 {
 		s += fmt.Sprintf(", %d not parsable", st.Unparsed)
 	}
+	if st.Pending > 0 {
+		s += fmt.Sprintf(", %d queries still waiting for a response", st.Pending)
+	}
 	return s
 }
 

@@ -118,8 +118,8 @@ func TestParseFormat(t *testing.T) {
 }
 
 func TestSummaryCountsLost(t *testing.T) {
-	s := Summary("dns", gadget.Stats{Events: 10, Lost: 3, Filtered: 2})
-	if s != "dns: 10 events, 3 lost, 2 filtered in user space" {
+	s := Summary("dns", gadget.Stats{Events: 10, Lost: 3, Missed: 1, Filtered: 2, Pending: 4})
+	if s != "dns: 10 events, 3 lost, 1 hook runs skipped by the kernel (possibly lost), 2 filtered in user space, 4 queries still waiting for a response" {
 		t.Errorf("summary = %q", s)
 	}
 }
