@@ -104,6 +104,10 @@ type pendingKey struct {
 	client, server netip.AddrPort
 	id             uint16
 	proto          uint8
+	// clientSide is true for the sender's view (query egress, response
+	// ingress) and false for the server's (query ingress, response egress):
+	// on loopback both views share cgroup, netns and addresses.
+	clientSide bool
 }
 
 type pendingQuery struct {
@@ -335,7 +339,7 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 	}
 	ev.Src, ev.Dst = src, dst
 
-	key := pendingKey{cgroup: e.CgroupId, netns: e.Netns, id: h.ID, proto: e.Proto}
+	key := pendingKey{cgroup: e.CgroupId, netns: e.Netns, id: h.ID, proto: e.Proto, clientSide: (e.Egress != 0) != h.Response}
 	if !h.Response {
 		ev.Type, ev.QR, ev.Nameserver = TypeQuery, "Q", dst
 		key.client, key.server = netip.AddrPortFrom(src.Addr, src.Port), netip.AddrPortFrom(dst.Addr, dst.Port)
