@@ -267,3 +267,23 @@ func TestUpstreamIgnoresSomeNames(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopbackKeepsBothViews: client and server in one pod (a node-local
+// cache, a sidecar) share cgroup, netns and addresses; each view still pairs
+// its own query and response.
+func TestLoopbackKeepsBothViews(t *testing.T) {
+	bed := testbed.New(t)
+	p := bed.AddPod("kube-system", "node-local-dns-1", testbed.PodOptions{})
+	en := enrich.New(enrich.Options{Source: enrich.NewStaticSource(bed.CorePods(node), nil), NodeName: node})
+	c := startTracer(t, dns.Options{Ports: []uint16{5353}, Options: gadget.Options{Enricher: en, Filter: enrich.Filter{Namespace: "kube-system"}}})
+	bed.StartReady(p, "dns-server", "127.0.0.1:5353")
+	query(t, bed, p, "127.0.0.1:5353", "udp", "ok.local.test", "A", "result rcode=RCodeSuccess")
+	for _, dir := range []string{"ingress", "egress"} {
+		ev := c.waitFor(t, dir+" response", func(ev dns.Event) bool {
+			return ev.QR == "R" && ev.Name == "ok.local.test." && ev.Direction == dir
+		})
+		if ev.LatencyNs <= 0 || ev.PID == 0 || ev.K8s.Pod != "node-local-dns-1" {
+			t.Errorf("%s response: latency %d pid %d pod %q", dir, ev.LatencyNs, ev.PID, ev.K8s.Pod)
+		}
+	}
+}
