@@ -79,7 +79,12 @@ func (st *storeDemoState) setup(ctx context.Context, e *env) error {
 	st.diskNode, st.downNode = disk, down
 	now := e.now().UTC()
 
-	if err := e.markNode(ctx, disk, RoleDiskPressure, corev1.Taint{Key: corev1.TaintNodeDiskPressure, Effect: corev1.TaintEffectNoSchedule}); err != nil {
+	// Each node is marked manual first (so that the simulated kubelet keeps
+	// off its status), then given its condition, then its taint: a taint
+	// added before the condition would be removed again by the node
+	// lifecycle controller, which owns condition taints, and the scheduler
+	// could place a pod in the gap.
+	if err := e.markNode(ctx, disk, RoleDiskPressure); err != nil {
 		return err
 	}
 	if err := e.patchNodeCondition(ctx, disk, corev1.NodeCondition{
@@ -89,18 +94,24 @@ func (st *storeDemoState) setup(ctx context.Context, e *env) error {
 	}); err != nil {
 		return err
 	}
-	if err := e.markNode(ctx, down, RoleNotReady, corev1.Taint{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule}); err != nil {
+	if err := e.addTaint(ctx, disk, corev1.Taint{Key: corev1.TaintNodeDiskPressure, Effect: corev1.TaintEffectNoSchedule}); err != nil {
+		return err
+	}
+	if err := e.markNode(ctx, down, RoleNotReady); err != nil {
 		return err
 	}
 	// The kubelet stopped posting status 12 minutes ago, with the CNI
 	// down; its Lease is still renewed, so the node lifecycle controller
 	// keeps the kubelet's word instead of turning it Unknown.
 	old := metav1.NewTime(now.Add(-12 * time.Minute))
-	return e.patchNodeCondition(ctx, down, corev1.NodeCondition{
+	if err := e.patchNodeCondition(ctx, down, corev1.NodeCondition{
 		Type: corev1.NodeReady, Status: corev1.ConditionFalse,
 		Reason: "KubeletNotReady", Message: NotReadyMessage,
 		LastHeartbeatTime: old, LastTransitionTime: old,
-	})
+	}); err != nil {
+		return err
+	}
+	return e.addTaint(ctx, down, corev1.Taint{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule})
 }
 
 // pickBrokenNodes chooses the nodes to break: those that already play the
@@ -154,9 +165,9 @@ func trailingNumber(s string) int {
 	return n
 }
 
-// markNode hands a node's status to the scenario (manual status, role) and
-// adds a taint, as a node with that condition gets.
-func (e *env) markNode(ctx context.Context, name, role string, taint corev1.Taint) error {
+// markNode hands a node's status to the scenario: manual status, and the
+// role it plays.
+func (e *env) markNode(ctx context.Context, name, role string) error {
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
 		kubelet.AnnotationManualStatus: "true",
 		AnnotationRole:                 role,
@@ -167,9 +178,15 @@ func (e *env) markNode(ctx context.Context, name, role string, taint corev1.Tain
 	if _, err := e.client.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
 		return fmt.Errorf("mark node %s as %s: %w", name, role, err)
 	}
+	return nil
+}
+
+// addTaint adds a taint to a node unless it has one with that key and
+// effect, as the node lifecycle controller does for a node condition.
+func (e *env) addTaint(ctx context.Context, name string, taint corev1.Taint) error {
 	// Taints are an atomic list shared with kube-controller-manager, so a
 	// read-modify-write with conflict retries adds ours without dropping its.
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		n, err := e.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -248,6 +265,9 @@ func dnsServiceIP(kubernetesIP string) (string, error) {
 // finish writes what the manifests cannot: the OOMKilled and the Evicted
 // pod, and the Events that tell each story.
 func (st *storeDemoState) finish(ctx context.Context, e *env) error {
+	if err := st.placeWorkloads(ctx, e); err != nil {
+		return fmt.Errorf("wait for the workloads to be scheduled on healthy nodes: %w", err)
+	}
 	oom, err := st.breakRecommendation(ctx, e)
 	if err != nil {
 		return err
@@ -534,6 +554,65 @@ func evictedStatus(p *corev1.Pod, now time.Time) {
 	}}
 }
 
+// placeWorkloads waits until every Deployment of the scenario has all its
+// pods scheduled, none of them on a broken node.
+func (st *storeDemoState) placeWorkloads(ctx context.Context, e *env) error {
+	deployments := append(storeDemoDeployments(), [2]string{"shop", "recommendation"})
+	return wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		moved, err := st.evacuate(ctx, e)
+		if err != nil || len(moved) > 0 {
+			return false, permanent(err)
+		}
+		for _, d := range deployments {
+			dep, err := e.client.AppsV1().Deployments(d[0]).Get(ctx, d[1], metav1.GetOptions{})
+			if err != nil {
+				return false, permanent(err)
+			}
+			sel, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector)
+			if err != nil {
+				return false, fmt.Errorf("deployment %s/%s: bad selector: %w", d[0], d[1], err)
+			}
+			pods, err := e.client.CoreV1().Pods(d[0]).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+			if err != nil {
+				return false, permanent(err)
+			}
+			scheduled := 0
+			for _, p := range pods.Items {
+				if p.DeletionTimestamp == nil && p.Spec.NodeName != "" {
+					scheduled++
+				}
+			}
+			if dep.Spec.Replicas != nil && scheduled < int(*dep.Spec.Replicas) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// evacuate deletes the ReplicaSet pods bound to a broken node and names them.
+func (st *storeDemoState) evacuate(ctx context.Context, e *env) ([]string, error) {
+	var moved []string
+	for _, node := range []string{st.diskNode, st.downNode} {
+		pods, err := e.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+		if err != nil {
+			return nil, fmt.Errorf("list pods on node %s: %w", node, err)
+		}
+		for _, p := range pods.Items {
+			owner := metav1.GetControllerOf(&p)
+			if p.DeletionTimestamp != nil || owner == nil || owner.Kind != "ReplicaSet" {
+				continue
+			}
+			err := e.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(p.UID))})
+			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+				return nil, fmt.Errorf("move pod %s/%s off broken node %s: %w", p.Namespace, p.Name, node, err)
+			}
+			moved = append(moved, fmt.Sprintf("pod %s/%s: scheduled onto broken node %s before the scheduler saw its taint; deleted to be recreated elsewhere", p.Namespace, p.Name, node))
+		}
+	}
+	return moved, nil
+}
+
 // storeDemoDeployments must end with all replicas ready.
 func storeDemoDeployments() [][2]string {
 	return [][2]string{
@@ -542,9 +621,14 @@ func storeDemoDeployments() [][2]string {
 	}
 }
 
-// converged lists what store-demo still waits for.
+// converged lists what store-demo still waits for. On the way it moves
+// workload pods off the broken nodes: a pod the scheduler placed there before
+// it saw the taint is deleted, and its ReplicaSet recreates it elsewhere.
 func (st *storeDemoState) converged(ctx context.Context, e *env) ([]string, error) {
-	var pending []string
+	pending, err := st.evacuate(ctx, e)
+	if err != nil {
+		return nil, err
+	}
 	for _, d := range storeDemoDeployments() {
 		dep, err := e.client.AppsV1().Deployments(d[0]).Get(ctx, d[1], metav1.GetOptions{})
 		if err != nil {
