@@ -134,6 +134,10 @@ func (f *traceFlags) setup(cmd *cobra.Command, g *Globals, name string, columns 
 			nodeName = strings.ToLower(h)
 		}
 	}
+	if f.node != "" && nodeName != "" && f.node != nodeName {
+		cancel()
+		return nil, fmt.Errorf("--node %s: this is node %s; local tracing sees only its own node (set NODE_NAME if the host name is not the node name)", f.node, nodeName)
+	}
 	var source enrich.Source
 	if !f.noK8s {
 		source, err = informerSource(ctx, g, nodeName)

@@ -215,6 +215,9 @@ func NewInformerSource(ctx context.Context, client kubernetes.Interface, opts In
 	syncCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(syncCtx.Done(), syncs...) {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("list pods and services from the API server: %w", err)
+		}
 		return nil, fmt.Errorf("list pods and services from the API server: not synced within %s (unreachable or forbidden?)", timeout)
 	}
 	ok = true
