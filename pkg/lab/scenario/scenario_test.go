@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 
 	"github.com/kdiag/kdiag/pkg/lab/kubelet"
@@ -304,5 +306,39 @@ func TestEventsAreStableAndLikeTheKubelets(t *testing.T) {
 	pe := podEvent(p, "nginx", corev1.EventTypeWarning, "BackOff", "m", "kubelet", first, last, 2)
 	if pe.Namespace != "web" || pe.InvolvedObject.UID != "u" || pe.InvolvedObject.FieldPath != "spec.containers{nginx}" || pe.Count != 2 {
 		t.Errorf("pod event = %+v", pe)
+	}
+}
+
+func TestEvacuateMovesOnlyReplicaSetPodsOffBrokenNodes(t *testing.T) {
+	rsPod := func(ns, name, node string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(name), OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "rs", UID: "rs", Controller: new(true),
+			}}},
+			Spec: corev1.PodSpec{NodeName: node},
+		}
+	}
+	bare := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "report-generator"}, Spec: corev1.PodSpec{NodeName: "lab-node-3"}}
+	cs := fake.NewClientset(rsPod("shop", "stray", "lab-node-3"), rsPod("web", "fine", "lab-node-1"), rsPod("kube-system", "stray2", "lab-node-2"), bare)
+	e := &env{client: cs}
+	st := &storeDemoState{diskNode: "lab-node-3", downNode: "lab-node-2"}
+	moved, err := st.evacuate(context.Background(), e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(moved) != 2 || !strings.Contains(strings.Join(moved, ";"), "shop/stray") || !strings.Contains(strings.Join(moved, ";"), "kube-system/stray2") {
+		t.Errorf("moved = %v, want shop/stray and kube-system/stray2", moved)
+	}
+	left, err := cs.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range left.Items {
+		names = append(names, p.Name)
+	}
+	slices.Sort(names)
+	if want := []string{"fine", "report-generator"}; !slices.Equal(names, want) {
+		t.Errorf("pods left = %v, want %v", names, want)
 	}
 }

@@ -600,7 +600,7 @@ func (st *storeDemoState) evacuate(ctx context.Context, e *env) ([]string, error
 		}
 		for _, p := range pods.Items {
 			owner := metav1.GetControllerOf(&p)
-			if p.DeletionTimestamp != nil || owner == nil || owner.Kind != "ReplicaSet" {
+			if p.Spec.NodeName != node || p.DeletionTimestamp != nil || owner == nil || owner.Kind != "ReplicaSet" {
 				continue
 			}
 			err := e.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(p.UID))})
