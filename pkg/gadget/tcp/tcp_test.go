@@ -273,3 +273,50 @@ func TestFilterMatchingNothingIsAnError(t *testing.T) {
 		t.Fatalf("err = %v, want a 'no pod matches' error", err)
 	}
 }
+
+// TestV1OnlyPodsAreLabelledAndFiltered: on a hybrid host whose containers
+// are only in v1 hierarchies, sockets carry the cgroup2 root; events are
+// still labelled (process cgroups, network namespace) and filtered in the
+// kernel by network namespace.
+func TestV1OnlyPodsAreLabelledAndFiltered(t *testing.T) {
+	bed := testbed.New(t)
+	client := bed.AddPod("shop", "storefront-v1", testbed.PodOptions{V1Only: true})
+	server := bed.AddPod("shop", "orders-v1", testbed.PodOptions{V1Only: true})
+	noise := bed.AddPod("other", "noise-v1", testbed.PodOptions{V1Only: true})
+	if client.MemoryCgroup == "" {
+		t.Skip("no v1 memory hierarchy on this host")
+	}
+	// Like pause containers, these hold the pods' namespaces from the start.
+	bed.StartReady(client, "sleep")
+	bed.StartReady(noise, "sleep")
+	bed.StartReady(server, "tcp-listen", ":8080")
+	en := enrich.New(enrich.Options{Source: enrich.NewStaticSource(bed.CorePods(node), nil), NodeName: node})
+	c := startTracer(t, tcp.Options{Options: gadget.Options{Enricher: en, Filter: enrich.Filter{Namespace: "shop"}}})
+	for _, p := range []*testbed.Pod{noise, client} {
+		pr := bed.Start(p, "tcp-connect", net.JoinHostPort(server.IPv4.String(), "9090"))
+		if err := pr.WaitLine("done ok=0 fail=1", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ok := bed.Start(client, "tcp-connect", net.JoinHostPort(server.IPv4.String(), "8080"))
+	if err := ok.WaitLine("done ok=1", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ev := c.waitFor(t, "refused connect", func(ev tcp.Event) bool { return ev.Error == "ECONNREFUSED" })
+	if ev.K8s.Pod != "storefront-v1" || ev.K8s.Container != "main" || ev.CgroupID != 1 {
+		t.Errorf("refused connect: k8s %+v cgroup %d (want the pod, from its v1 cgroups; cgroup2 root 1)", ev.K8s, ev.CgroupID)
+	}
+	acc := c.waitFor(t, "accept", func(ev tcp.Event) bool { return ev.Type == tcp.TypeAccept })
+	if acc.K8s.Pod != "orders-v1" {
+		t.Errorf("accept (no process context) labelled %+v, want orders-v1 from its netns", acc.K8s)
+	}
+	c.stop()
+	for _, ev := range c.events {
+		if ev.K8s.Namespace != "shop" {
+			t.Errorf("event outside the filter: %s %s -> %s k8s=%+v", ev.Type, ev.Src, ev.Dst, ev.K8s)
+		}
+	}
+	if c.stats.Filtered != 0 {
+		t.Errorf("%d events reached user space only to be filtered: the kernel filter did not hold", c.stats.Filtered)
+	}
+}

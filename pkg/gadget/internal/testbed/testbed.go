@@ -112,6 +112,10 @@ type PodOptions struct {
 	// memory.limit_in_bytes and the cgroup2 memory.max (if delegated).
 	MemoryLimit int64
 	Labels      map[string]string
+	// V1Only keeps the pod out of the cgroup2 tree, as runc does on some
+	// hybrid hosts: its processes are in v1 hierarchies only, and its
+	// sockets carry the cgroup2 root.
+	V1Only bool
 }
 
 // AddPod creates a pod: namespace, veth on the bridge, addresses, cgroups.
@@ -148,7 +152,7 @@ func (b *Bed) AddPod(namespace, name string, opts PodOptions) *Pod {
 
 	rel := filepath.Join("kdiag-test-"+b.id, "kubepods", "burstable", "pod"+p.UID, p.ContainerID)
 	for _, root := range []string{b.cgRoot.v2, b.cgRoot.mem} {
-		if root == "" {
+		if root == "" || (opts.V1Only && root == b.cgRoot.v2) {
 			continue
 		}
 		dir := filepath.Join(root, rel)
