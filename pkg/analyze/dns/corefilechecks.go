@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/editdist"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
@@ -191,7 +193,7 @@ func (e *env) invalidFinding(cmName string, ps []problem) findings.Finding {
 		if len(notReady) == 0 && len(pods) > 0 {
 			ev = append(ev, fmt.Sprintf("the %d pods of Deployment %s/%s are still ready: they run an older, valid configuration until they restart", len(pods), d.Namespace, d.Name))
 		}
-		ev = append(ev, e.explainPods(notReady, 2)...)
+		ev = append(ev, podready.ExplainPods(e.s, notReady, 2)...)
 	}
 	return findings.Finding{
 		ID: idCorefileInvalid, Severity: findings.Critical, Area: findings.AreaDNS, Object: configMapRef(cmName),
@@ -254,33 +256,11 @@ func (e *env) unknownPlugins(cfg *config) []findings.Finding {
 func closest(name string, known map[string]bool) string {
 	best, bestD := "", 3
 	for p := range known {
-		if d := editDistance(name, p); d < bestD || (d == bestD && p < best) {
+		if d := editdist.Levenshtein(name, p); d < bestD || (d == bestD && p < best) {
 			best, bestD = p, d
 		}
 	}
 	return best
-}
-
-// editDistance is the Levenshtein distance. Hand-written: it is a dozen
-// lines and no dependency of this module provides it.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // ignoredKeys reports keys of coredns-custom (or another imported
@@ -337,7 +317,7 @@ func (e *env) ignoredKeys(cfg *config, cms func(string) *corev1.ConfigMap) []fin
 		}
 		out = append(out, findings.Finding{
 			ID: idCustomKeyIgnored, Severity: findings.Warning, Area: findings.AreaDNS, Object: configMapRef(name),
-			Title:    fmt.Sprintf("CoreDNS ignores %s of ConfigMap kube-system/%s: %s", plural(len(ignored), "key"), name, strings.Join(capList(ignored, 3), ", ")),
+			Title:    fmt.Sprintf("CoreDNS ignores %s of ConfigMap kube-system/%s: %s", evidence.Plural(len(ignored), "key"), name, strings.Join(evidence.CappedN(ignored, 3), ", ")),
 			Evidence: ev,
 			Explanation: "CoreDNS reads a custom ConfigMap only through the import lines of its Corefile. On AKS these are custom/*.override (plugins added to the default server) and custom/*.server (extra server blocks), " +
 				"so a key with any other suffix is silently ignored and the customization never takes effect. Rename the key to end in .server or .override.",
@@ -388,7 +368,7 @@ func (e *env) upstreamsFinding(cfg *config, routes []route) (findings.Finding, b
 			ev = append(ev, fmt.Sprintf("import %s [%s] reads files that come from no ConfigMap kdiag can see; their zones are not listed", ref.pattern, ref.src.at(ref.line)))
 		}
 	}
-	title := fmt.Sprintf("%s forwards %s to %s: %s", cfg.server, plural(len(summary), "zone"), plural(len(targets), "upstream"), strings.Join(capList(summary, 3), "; "))
+	title := fmt.Sprintf("%s forwards %s to %s: %s", cfg.server, evidence.Plural(len(summary), "zone"), evidence.Plural(len(targets), "upstream"), strings.Join(evidence.CappedN(summary, 3), "; "))
 	if len(summary) == 0 {
 		title = cfg.server + " forwards no zone to an upstream server: names outside its own zones do not resolve"
 	}
@@ -635,7 +615,7 @@ func (e *env) nowhere(t upstream, ca *clusterAddrs, declared map[string]bool) st
 // "" for other addresses, which kdiag cannot judge.
 func (e *env) unusedInCluster(a netip.Addr, ca *clusterAddrs) string {
 	if svc := ca.services[a]; svc != nil {
-		if !e.readIn(cluster.ResEndpointSlices, svc.Namespace) {
+		if !evidence.ReadIn(e.s, cluster.ResEndpointSlices, svc.Namespace) {
 			return ""
 		}
 		if n := readyEndpoints(e.ix, svc); n == 0 {
@@ -690,19 +670,4 @@ func (e *env) dnsPodPorts() map[string]bool {
 		}
 	}
 	return out
-}
-
-func plural(n int, word string) string {
-	if n == 1 {
-		return fmt.Sprintf("%d %s", n, word)
-	}
-	return fmt.Sprintf("%d %ss", n, word)
-}
-
-// capList keeps the first n items and counts the rest.
-func capList(items []string, n int) []string {
-	if len(items) <= n {
-		return items
-	}
-	return append(append([]string(nil), items[:n]...), fmt.Sprintf("... and %d more", len(items)-n))
 }

@@ -16,6 +16,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/clusterdns"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -79,18 +81,19 @@ type env struct {
 	addrs *clusterAddrs
 }
 
-const kubeSystem = "kube-system"
+// kubeSystem is where the cluster DNS runs.
+const kubeSystem = clusterdns.Namespace
 
 func newEnv(s *cluster.Snapshot) *env {
 	e := &env{s: s, ix: s.Index()}
 	for i := range s.Deployments {
-		if isClusterDNSDeployment(&s.Deployments[i]) {
+		if clusterdns.IsDeployment(&s.Deployments[i]) {
 			e.deployments = append(e.deployments, &s.Deployments[i])
 		}
 	}
 	sort.Slice(e.deployments, func(i, j int) bool { return e.deployments[i].Name < e.deployments[j].Name })
 	for i := range s.Services {
-		if isClusterDNSService(&s.Services[i]) {
+		if clusterdns.IsService(&s.Services[i]) {
 			e.services = append(e.services, &s.Services[i])
 		}
 	}
@@ -98,52 +101,18 @@ func newEnv(s *cluster.Snapshot) *env {
 	return e
 }
 
-// isClusterDNSDeployment recognizes CoreDNS and kube-dns: in kube-system,
-// labelled or selecting k8s-app=kube-dns, or named coredns or kube-dns.
-func isClusterDNSDeployment(d *appsv1.Deployment) bool {
-	if d.Namespace != kubeSystem {
-		return false
-	}
-	if d.Name == "coredns" || d.Name == "kube-dns" || d.Labels["k8s-app"] == "kube-dns" {
-		return true
-	}
-	return d.Spec.Selector != nil && d.Spec.Selector.MatchLabels["k8s-app"] == "kube-dns"
-}
-
-// isClusterDNSService recognizes the kube-dns Service (also used by
-// CoreDNS). The network package holds the same rule to leave this Service
-// to this package; area packages share no code.
-func isClusterDNSService(svc *corev1.Service) bool {
-	return svc.Namespace == kubeSystem && (svc.Name == "kube-dns" || svc.Labels["k8s-app"] == "kube-dns")
-}
-
 // dnsRead reports whether resource r was read for the cluster DNS objects
 // in kube-system. A live read limited to another namespace still reads the
 // objects labelled k8s-app=kube-dns there (see cluster.LiveOptions), so only
 // a gap matters.
 func (e *env) dnsRead(r cluster.Resource) bool {
-	for _, g := range e.s.Gaps {
-		if g.Resource == r && (g.Namespace == "" || g.Namespace == kubeSystem) {
-			return false
-		}
-	}
-	return true
+	return !evidence.Gapped(e.s, r, kubeSystem)
 }
 
 // allRead reports whether resource r was read in every namespace, which a
 // check needs before saying that no object of that kind has some property.
 func (e *env) allRead(r cluster.Resource) bool {
 	return e.s.Namespace == "" && e.s.Has(r)
-}
-
-// readIn reports whether resource r was read completely in namespace ns.
-func (e *env) readIn(r cluster.Resource, ns string) bool {
-	for _, g := range e.s.Gaps {
-		if g.Resource == r && (g.Namespace == "" || g.Namespace == ns) {
-			return false
-		}
-	}
-	return e.s.Namespace == "" || e.s.Namespace == ns
 }
 
 func configMapRef(name string) findings.ObjectRef {

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
@@ -72,13 +73,13 @@ func (e *env) podDNSNone() []findings.Finding {
 		default:
 			ev = append(ev, g.why...)
 		}
-		ev = append(ev, fmt.Sprintf("%s affected: %s", plural(len(g.pods), "pod"), strings.Join(capList(names, 5), ", ")))
+		ev = append(ev, fmt.Sprintf("%s affected: %s", evidence.Plural(len(g.pods), "pod"), strings.Join(evidence.Capped(names), ", ")))
 		if empty {
 			ev = append(ev, "their /etc/resolv.conf has no nameserver line, so the resolver falls back to 127.0.0.1:53, where nothing listens")
 		}
 
 		obj := findings.ObjectRef{Kind: g.w.Kind, Namespace: g.ns, Name: g.w.Name}
-		what := fmt.Sprintf("%s %s/%s runs %s", g.w.Kind, g.ns, g.w.Name, plural(len(g.pods), "pod"))
+		what := fmt.Sprintf("%s %s/%s runs %s", g.w.Kind, g.ns, g.w.Name, evidence.Plural(len(g.pods), "pod"))
 		if g.w.Kind == "Pod" {
 			what = fmt.Sprintf("Pod %s/%s has", g.ns, g.w.Name)
 		}
@@ -239,7 +240,7 @@ func (e *env) statefulSetServices() []findings.Finding {
 	for i := range e.s.StatefulSets {
 		st := &e.s.StatefulSets[i]
 		name := st.Spec.ServiceName
-		if name == "" || !e.readIn(cluster.ResServices, st.Namespace) {
+		if name == "" || !evidence.ReadIn(e.s, cluster.ResServices, st.Namespace) {
 			continue
 		}
 		svc := svcs[st.Namespace+"/"+name]

@@ -2,13 +2,13 @@ package dns
 
 import (
 	"fmt"
-	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
@@ -35,11 +35,11 @@ func (e *env) noReadyReplicas() []findings.Finding {
 		for _, c := range d.Status.Conditions {
 			if c.Status != corev1.ConditionTrue {
 				ev = append(ev, fmt.Sprintf("condition %s=%s (%s) for %s: %s", c.Type, c.Status, c.Reason,
-					podready.Age(e.s, c.LastTransitionTime), c.Message))
+					evidence.Since(e.s.TakenAt, c.LastTransitionTime), evidence.Short(c.Message)))
 			}
 		}
 		pods := e.deploymentPods(d)
-		ev = append(ev, e.explainPods(pods, 3)...)
+		ev = append(ev, podready.ExplainPods(e.s, pods, 3)...)
 		if len(pods) == 0 && want > 0 && e.dnsRead(cluster.ResPods) {
 			ev = append(ev, "no pod of the Deployment exists")
 			ev = append(ev, e.replicaSetEvents(d)...)
@@ -108,28 +108,12 @@ func (e *env) replicaSetEvents(d *appsv1.Deployment) []string {
 		}
 		for _, ev := range e.ix.EventsFor("ReplicaSet", rs.Namespace, rs.Name) {
 			if ev.Type == corev1.EventTypeWarning {
-				out = append(out, fmt.Sprintf("ReplicaSet %s event %s x%d, last %s ago: %s", rs.Name, ev.Reason, max(ev.Count, 1),
-					podready.Age(e.s, cluster.EventTime(ev)), strings.Join(strings.Fields(ev.Message), " ")))
+				out = append(out, "ReplicaSet "+rs.Name+" "+evidence.EventLine(e.s.TakenAt, ev))
 			}
 		}
 	}
 	if len(out) > 3 {
 		out = out[len(out)-3:]
-	}
-	return out
-}
-
-// explainPods says why up to n pods are not ready, one line per fact.
-func (e *env) explainPods(pods []*corev1.Pod, n int) []string {
-	var out []string
-	for i, p := range pods {
-		if i == n {
-			out = append(out, fmt.Sprintf("... and %d more pods", len(pods)-n))
-			break
-		}
-		for _, l := range podready.Explain(e.s, p) {
-			out = append(out, "pod "+p.Name+": "+l)
-		}
 	}
 	return out
 }
@@ -205,7 +189,7 @@ func (e *env) selectorEvidence(svc *corev1.Service) []string {
 		out = append(out, fmt.Sprintf("%d ready pods match the selector but no EndpointSlice lists them: the EndpointSlice controller (kube-controller-manager) is not updating slices", readyMatched))
 	case len(matched) > 0:
 		out = append(out, fmt.Sprintf("%d pods match the selector, none ready", len(matched)))
-		out = append(out, e.explainPods(matched, 2)...)
+		out = append(out, podready.ExplainPods(e.s, matched, 2)...)
 	default:
 		out = append(out, "no pod in kube-system matches the selector")
 		for _, d := range e.deployments {

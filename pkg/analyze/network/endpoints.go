@@ -2,12 +2,12 @@ package network
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -86,11 +86,11 @@ func (a *analysis) noReadyEndpoints(svc *corev1.Service, slices []*discoveryv1.E
 	var ev []string
 	var pods []*corev1.Pod
 	if len(eps) > 0 {
-		title = fmt.Sprintf("Service %s/%s has %s and none is ready", svc.Namespace, svc.Name, plural(len(eps), "endpoint"))
-		ev = append(ev, fmt.Sprintf("%s in %s, 0 ready, 0 serving", plural(len(eps), "endpoint"), plural(len(slices), "EndpointSlice")))
+		title = fmt.Sprintf("Service %s/%s has %s and none is ready", svc.Namespace, svc.Name, evidence.Plural(len(eps), "endpoint"))
+		ev = append(ev, fmt.Sprintf("%s in %s, 0 ready, 0 serving", evidence.Plural(len(eps), "endpoint"), evidence.Plural(len(slices), "EndpointSlice")))
 		for i, e := range eps {
-			if i == maxListed {
-				ev = append(ev, fmt.Sprintf("... and %d more endpoints, none ready", len(eps)-maxListed))
+			if i == evidence.MaxListed {
+				ev = append(ev, fmt.Sprintf("... and %d more endpoints, none ready", len(eps)-evidence.MaxListed))
 				break
 			}
 			line := "endpoint " + e.address
@@ -106,12 +106,12 @@ func (a *analysis) noReadyEndpoints(svc *corev1.Service, slices []*discoveryv1.E
 			}
 		}
 	} else {
-		title = fmt.Sprintf("Service %s/%s has no endpoints: none of its %s has a pod IP yet", svc.Namespace, svc.Name, plural(len(matched), "selected pod"))
+		title = fmt.Sprintf("Service %s/%s has no endpoints: none of its %s has a pod IP yet", svc.Namespace, svc.Name, evidence.Plural(len(matched), "selected pod"))
 		ev = append(ev, fmt.Sprintf("0 endpoints in %s although the selector %s matches %s",
-			plural(len(slices), "EndpointSlice"), selectorString(svc.Spec.Selector), plural(len(matched), "pod")))
+			evidence.Plural(len(slices), "EndpointSlice"), selectorString(svc.Spec.Selector), evidence.Plural(len(matched), "pod")))
 		pods = matched
 	}
-	ev = append(ev, a.explainPods(pods, 3)...)
+	ev = append(ev, podready.ExplainPods(a.s, pods, 3)...)
 
 	rem := []findings.Remediation{
 		findings.Inspect("See the endpoints and their conditions", fmt.Sprintf("kubectl get endpointslices -n %s -l kubernetes.io/service-name=%s -o yaml", svc.Namespace, svc.Name)),
@@ -133,26 +133,6 @@ func (a *analysis) noReadyEndpoints(svc *corev1.Service, slices []*discoveryv1.E
 	}, true
 }
 
-// explainPods renders why up to max pods are not ready, each line prefixed
-// with the pod's name.
-func (a *analysis) explainPods(pods []*corev1.Pod, max int) []string {
-	var out []string
-	for i, p := range pods {
-		if i == max {
-			out = append(out, fmt.Sprintf("... and %d more pods not shown", len(pods)-max))
-			break
-		}
-		lines := podready.Explain(a.s, p)
-		if len(lines) == 0 {
-			continue
-		}
-		for _, l := range lines {
-			out = append(out, "pod "+p.Name+": "+l)
-		}
-	}
-	return out
-}
-
 // noEndpointSlices reports a Service that selects pods with IPs but has no
 // EndpointSlice at all, past a short grace period after its creation.
 func (a *analysis) noEndpointSlices(svc *corev1.Service, matched []*corev1.Pod) (findings.Finding, bool) {
@@ -171,14 +151,14 @@ func (a *analysis) noEndpointSlices(svc *corev1.Service, matched []*corev1.Pod) 
 	}
 	ev := []string{
 		fmt.Sprintf("no EndpointSlice labelled kubernetes.io/service-name=%s exists in namespace %s", svc.Name, svc.Namespace),
-		fmt.Sprintf("selector %s matches %s with a pod IP: %s", selectorString(svc.Spec.Selector), plural(len(withIP), "pod"), joinCapped(withIP, maxListed)),
+		fmt.Sprintf("selector %s matches %s with a pod IP: %s", selectorString(svc.Spec.Selector), evidence.Plural(len(withIP), "pod"), evidence.Join(withIP)),
 	}
 	if !created.IsZero() {
-		ev = append(ev, fmt.Sprintf("the Service was created %s ago", podready.Age(a.s, created)))
+		ev = append(ev, "the Service was created "+evidence.Ago(a.s.TakenAt, created.Time))
 	}
 	return findings.Finding{
 		ID: idNoEndpointSlices, Severity: findings.Critical, Area: findings.AreaNetwork, Object: objectRef(svc),
-		Title:    fmt.Sprintf("Service %s/%s selects %s with an IP but has no EndpointSlice", svc.Namespace, svc.Name, plural(len(withIP), "pod")),
+		Title:    fmt.Sprintf("Service %s/%s selects %s with an IP but has no EndpointSlice", svc.Namespace, svc.Name, evidence.Plural(len(withIP), "pod")),
 		Evidence: ev,
 		Explanation: "kube-proxy and cluster DNS learn a Service's backends only from EndpointSlices, which the EndpointSlice controller in kube-controller-manager writes within seconds. " +
 			"None exists, so the Service has no backends although pods match. When many Services show this, kube-controller-manager is down, not leader, or lacks permissions.",
@@ -207,15 +187,8 @@ func markWidespread(fs []findings.Finding) {
 		names = append(names, fs[i].Object.Namespace+"/"+fs[i].Object.Name)
 	}
 	line := fmt.Sprintf("%d Services lack EndpointSlices (%s): the EndpointSlice controller itself is likely not running",
-		len(idx), strings.Join(capStrings(names, maxListed), ", "))
+		len(idx), evidence.Join(names))
 	for _, i := range idx {
 		fs[i].Evidence = append(fs[i].Evidence, line)
 	}
-}
-
-func capStrings(s []string, n int) []string {
-	if len(s) > n {
-		return append(append([]string(nil), s[:n]...), fmt.Sprintf("... and %d more", len(s)-n))
-	}
-	return s
 }

@@ -3,25 +3,13 @@ package network
 import (
 	"fmt"
 	"sort"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 )
-
-// maxListed caps how many names an evidence line lists before "... and N
-// more".
-const maxListed = 5
-
-// joinCapped joins items, listing the first max and counting the rest.
-func joinCapped(items []string, max int) string {
-	if len(items) <= max {
-		return strings.Join(items, ", ")
-	}
-	return fmt.Sprintf("%s ... and %d more", strings.Join(items[:max], ", "), len(items)-max)
-}
 
 // podNames lists pod names, capped.
 func podNames(ps []*corev1.Pod) string {
@@ -29,7 +17,7 @@ func podNames(ps []*corev1.Pod) string {
 	for i, p := range ps {
 		names[i] = p.Name
 	}
-	return joinCapped(names, maxListed)
+	return evidence.Join(names)
 }
 
 // owners names the distinct workloads that own the pods, e.g.
@@ -49,7 +37,7 @@ func owners(ix *cluster.Index, ps []*corev1.Pod) string {
 		}
 	}
 	sort.Strings(out)
-	return joinCapped(out, 3)
+	return evidence.JoinN(out, 3)
 }
 
 // podsWithOwners renders "a, b (Deployment shop/x)".
@@ -59,22 +47,6 @@ func podsWithOwners(ix *cluster.Index, ps []*corev1.Pod) string {
 		s += " (" + o + ")"
 	}
 	return s
-}
-
-// plural returns "1 pod" or "3 pods".
-func plural(n int, word string) string {
-	if n == 1 {
-		return fmt.Sprintf("%d %s", n, word)
-	}
-	return fmt.Sprintf("%d %ss", n, word)
-}
-
-// verb picks the singular or plural form of a verb for n subjects.
-func verb(n int, singular, pluralForm string) string {
-	if n == 1 {
-		return singular
-	}
-	return pluralForm
 }
 
 // selectorString renders a Service selector as kubectl -l takes it.

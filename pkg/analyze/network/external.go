@@ -8,7 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -30,28 +30,16 @@ func (a *analysis) loadBalancerPending(svc *corev1.Service) (findings.Finding, b
 	ev := []string{"spec.type=LoadBalancer and status.loadBalancer.ingress is empty"}
 	age := ""
 	if !created.IsZero() {
-		age = podready.Age(a.s, created)
+		age = evidence.Since(a.s.TakenAt, created)
 		ev[0] += fmt.Sprintf(" %s after the Service was created", age)
 	}
 	if svc.Spec.LoadBalancerClass != nil {
 		ev = append(ev, "spec.loadBalancerClass="+*svc.Spec.LoadBalancerClass+": only the implementation of that class assigns the address")
 	}
+	// The latest event of each reason, newest first.
 	evs := a.ix.EventsFor("Service", svc.Namespace, svc.Name)
-	seen := map[string]bool{}
-	for i := len(evs) - 1; i >= 0 && len(seen) < 3; i-- {
-		e := evs[i]
-		if seen[e.Reason] {
-			continue
-		}
-		seen[e.Reason] = true
-		count := e.Count
-		if count < 1 {
-			count = 1
-		}
-		ev = append(ev, fmt.Sprintf("event %s %s x%d, last %s ago: %s", e.Type, e.Reason, count,
-			podready.Age(a.s, cluster.EventTime(e)), strings.Join(strings.Fields(e.Message), " ")))
-	}
-	if len(evs) == 0 && readIn(a.s, cluster.ResEvents, svc.Namespace) {
+	ev = append(ev, evidence.LatestLines(a.s.TakenAt, evs, 3, evidence.OnePerReason(nil))...)
+	if len(evs) == 0 && evidence.ReadIn(a.s, cluster.ResEvents, svc.Namespace) {
 		ev = append(ev, "no event mentions the Service: no cloud controller manager or load-balancer implementation seems to handle it")
 	}
 	title := fmt.Sprintf("LoadBalancer Service %s/%s has no external address", svc.Namespace, svc.Name)

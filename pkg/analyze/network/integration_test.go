@@ -141,7 +141,7 @@ func TestIntegrationNetwork(t *testing.T) {
 			title:    []string{"closest: app=product on 2 pods of Deployment " + itNS + "/product"},
 			evidence: []string{"2 pods of Deployment " + itNS + "/product have app=product where the selector wants app=prodcut"}},
 		{id: idNoReadyEndpoints, sev: findings.Critical, obj: itNS + "/service/cart",
-			evidence: []string{"-> pod cart-a", "ready=false serving=false", "container app waiting: CrashLoopBackOff", "event BackOff x12"}},
+			evidence: []string{"-> pod cart-a", "ready=false serving=false", "container app waiting: CrashLoopBackOff", "event Warning BackOff x12"}},
 		{id: idExternalNameIsIP, sev: findings.Warning, obj: itNS + "/service/payments"},
 	}
 	assertFindings(t, Analyze(snap), wantNow)

@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/clusterdns"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -92,9 +94,9 @@ func (a *analysis) service(svc *corev1.Service) []findings.Finding {
 	if f, ok := a.loadBalancerPending(svc); ok {
 		out = append(out, f)
 	}
-	podsRead := readIn(a.s, cluster.ResPods, svc.Namespace)
-	slicesRead := readIn(a.s, cluster.ResEndpointSlices, svc.Namespace)
-	clusterDNS := isClusterDNSService(svc)
+	podsRead := evidence.ReadIn(a.s, cluster.ResPods, svc.Namespace)
+	slicesRead := evidence.ReadIn(a.s, cluster.ResEndpointSlices, svc.Namespace)
+	clusterDNS := clusterdns.IsService(svc)
 
 	if len(svc.Spec.Selector) == 0 {
 		// Selector-less Services get their endpoints from someone else;
@@ -133,26 +135,6 @@ func (a *analysis) service(svc *corev1.Service) []findings.Finding {
 		out = append(out, f)
 	}
 	return out
-}
-
-// readIn reports whether the snapshot read resource r in namespace ns
-// completely: no gap for r cluster-wide or in ns, and ns inside the
-// namespace the read was limited to.
-func readIn(s *cluster.Snapshot, r cluster.Resource, ns string) bool {
-	for _, g := range s.Gaps {
-		if g.Resource == r && (g.Namespace == "" || g.Namespace == ns) {
-			return false
-		}
-	}
-	return s.Namespace == "" || s.Namespace == ns
-}
-
-// isClusterDNSService tells the cluster DNS Service (kube-dns, also for
-// CoreDNS) apart; the dns analyzer reports its endpoints with more context.
-// The dns package holds the same rule; the two packages share no code
-// because area packages export only Checks and Analyze.
-func isClusterDNSService(svc *corev1.Service) bool {
-	return svc.Namespace == "kube-system" && (svc.Name == "kube-dns" || svc.Labels["k8s-app"] == "kube-dns")
 }
 
 var serviceGVR = schema.GroupVersionResource{Version: "v1", Resource: "services"}

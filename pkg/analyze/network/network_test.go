@@ -286,7 +286,7 @@ func TestAnalyze(t *testing.T) {
 				title: []string{"2 endpoints and none is ready"},
 				evidence: []string{"endpoint 10.244.0.10 -> pod order-service-5d8f7c-a on node-1: ready=false serving=false terminating=false",
 					"pod order-service-5d8f7c-a: Ready=False (ContainersNotReady", "container app waiting: CrashLoopBackOff", "7 restarts",
-					"event BackOff x31, last 2m ago"},
+					"event Warning BackOff x31, last 2m ago"},
 				noPatch: true,
 			}},
 		},

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -219,7 +220,7 @@ func (a *analysis) portGroups(pods []*corev1.Pod) []string {
 			break
 		}
 		n := len(g.pods)
-		out = append(out, fmt.Sprintf("%s %s %s containerPorts %s", verb(n, "pod", "pods"), podsWithOwners(a.ix, g.pods), verb(n, "declares", "declare"), g.ports))
+		out = append(out, fmt.Sprintf("%s %s %s containerPorts %s", evidence.Word(n, "pod", "pods"), podsWithOwners(a.ix, g.pods), evidence.Word(n, "declares", "declare"), g.ports))
 	}
 	return out
 }
@@ -238,7 +239,7 @@ func exposedSummary(pods []*corev1.Pod) string {
 		}
 	}
 	sort.Strings(ps)
-	return joinCapped(ps, 3)
+	return evidence.JoinN(ps, 3)
 }
 
 func (a *analysis) targetPortMismatch(svc *corev1.Service, i int, pods []*corev1.Pod, pv portVerdicts) findings.Finding {
@@ -266,15 +267,15 @@ func (a *analysis) targetPortMismatch(svc *corev1.Service, i int, pods []*corev1
 	}
 	ev = append(ev, a.portGroups(bad)...)
 	if len(good) > 0 {
-		ev = append(ev, fmt.Sprintf("%s %s declare %s: %s", plural(len(good), "pod"), verb(len(good), "does", "do"), t, podsWithOwners(a.ix, good)))
+		ev = append(ev, fmt.Sprintf("%s %s declare %s: %s", evidence.Plural(len(good), "pod"), evidence.Word(len(good), "does", "do"), t, podsWithOwners(a.ix, good)))
 	}
 	if len(unknown) > 0 {
 		ev = append(ev, fmt.Sprintf("%s %s a container that declares no ports, so what it listens on is unknown: %s",
-			plural(len(unknown), "pod"), verb(len(unknown), "has", "have"), podNames(unknown)))
+			evidence.Plural(len(unknown), "pod"), evidence.Word(len(unknown), "has", "have"), podNames(unknown)))
 	}
 	if len(wrong) > 0 {
 		ev = append(ev, fmt.Sprintf("%s %s %s with another protocol (see %s): %s",
-			plural(len(wrong), "pod"), verb(len(wrong), "declares", "declare"), t, idProtocolMismatch, podNames(wrong)))
+			evidence.Plural(len(wrong), "pod"), evidence.Word(len(wrong), "declares", "declare"), t, idProtocolMismatch, podNames(wrong)))
 	}
 	ev = append(ev, a.sliceEvidence(svc, sp)...)
 
@@ -387,7 +388,7 @@ func uniquePorts(ps []corev1.ContainerPort) []corev1.ContainerPort {
 // sliceEvidence says what the Service's EndpointSlices publish for the
 // port: the resolved target port, or that the endpoints carry no such port.
 func (a *analysis) sliceEvidence(svc *corev1.Service, sp corev1.ServicePort) []string {
-	if !readIn(a.s, cluster.ResEndpointSlices, svc.Namespace) {
+	if !evidence.ReadIn(a.s, cluster.ResEndpointSlices, svc.Namespace) {
 		return nil
 	}
 	var out []string
@@ -403,9 +404,9 @@ func (a *analysis) sliceEvidence(svc *corev1.Service, sp corev1.ServicePort) []s
 			}
 		}
 		if found == nil {
-			out = append(out, fmt.Sprintf("EndpointSlice %s: its %s carry no port %q", es.Name, plural(len(es.Endpoints), "endpoint"), sp.Name))
+			out = append(out, fmt.Sprintf("EndpointSlice %s: its %s carry no port %q", es.Name, evidence.Plural(len(es.Endpoints), "endpoint"), sp.Name))
 		} else {
-			out = append(out, fmt.Sprintf("EndpointSlice %s: port %q -> %d on %s", es.Name, sp.Name, *found, plural(len(es.Endpoints), "endpoint")))
+			out = append(out, fmt.Sprintf("EndpointSlice %s: port %q -> %d on %s", es.Name, sp.Name, *found, evidence.Plural(len(es.Endpoints), "endpoint")))
 		}
 		if len(out) == 3 {
 			break
@@ -453,23 +454,23 @@ func (a *analysis) protocolMismatch(svc *corev1.Service, i int, pods []*corev1.P
 		sev = findings.Critical // named lookups fail: endpoints get no port at all
 	}
 	title := fmt.Sprintf("Service %s/%s%s uses %s but %s %s targetPort %s as %s",
-		svc.Namespace, svc.Name, portLabel(svc, sp), proto, ofPods(len(wrong), len(pods)), verb(len(wrong), "declares", "declare"), t, strings.Join(protos, "/"))
+		svc.Namespace, svc.Name, portLabel(svc, sp), proto, ofPods(len(wrong), len(pods)), evidence.Word(len(wrong), "declares", "declare"), t, strings.Join(protos, "/"))
 	ev := []string{servicePortString(i, sp)}
-	for _, p := range capPods(wrong, maxListed) {
+	for _, p := range capPods(wrong, evidence.MaxListed) {
 		var ps []string
 		for _, cp := range pv.otherProto[p] {
 			ps = append(ps, containerPortString(cp))
 		}
 		ev = append(ev, fmt.Sprintf("pod %s declares %s, not %s", p.Name, strings.Join(ps, ", "), proto))
 	}
-	if len(wrong) > maxListed {
-		ev = append(ev, fmt.Sprintf("... and %d more pods alike", len(wrong)-maxListed))
+	if len(wrong) > evidence.MaxListed {
+		ev = append(ev, fmt.Sprintf("... and %d more pods alike", len(wrong)-evidence.MaxListed))
 	}
 	if o := owners(a.ix, wrong); o != "" {
 		ev = append(ev, "owned by "+o)
 	}
 	if len(good) > 0 {
-		ev = append(ev, fmt.Sprintf("%s %s %s with %s: %s", plural(len(good), "pod"), verb(len(good), "declares", "declare"), t, proto, podNames(good)))
+		ev = append(ev, fmt.Sprintf("%s %s %s with %s: %s", evidence.Plural(len(good), "pod"), evidence.Word(len(good), "declares", "declare"), t, proto, podNames(good)))
 	}
 	var expl string
 	if t.name != "" {

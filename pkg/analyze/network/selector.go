@@ -6,6 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/editdist"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
 
@@ -18,11 +20,11 @@ func (a *analysis) noMatchingPods(svc *corev1.Service, terminal []*corev1.Pod) f
 	selStr := selectorString(sel)
 	ev := []string{
 		"spec.selector: " + selStr,
-		fmt.Sprintf("none of the %s in namespace %s matches", plural(a.pods.count[svc.Namespace], "pod"), svc.Namespace),
+		fmt.Sprintf("none of the %s in namespace %s matches", evidence.Plural(a.pods.count[svc.Namespace], "pod"), svc.Namespace),
 	}
 	if len(terminal) > 0 {
 		ev = append(ev, fmt.Sprintf("%s %s but %s finished (Succeeded/Failed) and never get traffic: %s",
-			plural(len(terminal), "pod"), verb(len(terminal), "matches", "match"), verb(len(terminal), "has", "have"), podNames(terminal)))
+			evidence.Plural(len(terminal), "pod"), evidence.Word(len(terminal), "matches", "match"), evidence.Word(len(terminal), "has", "have"), podNames(terminal)))
 	}
 	near := a.nearMisses(svc)
 	for _, g := range near {
@@ -84,7 +86,7 @@ func (a *analysis) nearMisses(svc *corev1.Service) []*nearMiss {
 		if g == nil {
 			d := len(sel[miss]) + 100 // a missing key ranks after any other value
 			if has {
-				d = editDistance(got, sel[miss])
+				d = editdist.Levenshtein(got, sel[miss])
 			}
 			g = &nearMiss{key: miss, got: got, missing: !has, distance: d}
 			groups[key] = g
@@ -117,7 +119,7 @@ func (a *analysis) nearMisses(svc *corev1.Service) []*nearMiss {
 
 // who renders the pods of a near miss: "2 pods of Deployment shop/x".
 func (a *analysis) who(g *nearMiss) string {
-	s := plural(len(g.pods), "pod")
+	s := evidence.Plural(len(g.pods), "pod")
 	if o := owners(a.ix, g.pods); o != "" {
 		s += " of " + o
 	}
@@ -128,31 +130,9 @@ func (a *analysis) who(g *nearMiss) string {
 func (a *analysis) describe(g *nearMiss, sel map[string]string) string {
 	n := len(g.pods)
 	if g.missing {
-		return fmt.Sprintf("%s %s label %s (selector wants %s=%s)", a.who(g), verb(n, "lacks", "lack"), g.key, g.key, sel[g.key])
+		return fmt.Sprintf("%s %s label %s (selector wants %s=%s)", a.who(g), evidence.Word(n, "lacks", "lack"), g.key, g.key, sel[g.key])
 	}
-	return fmt.Sprintf("%s %s %s=%s where the selector wants %s=%s", a.who(g), verb(n, "has", "have"), g.key, g.got, g.key, sel[g.key])
-}
-
-// editDistance is the Levenshtein distance, to rank a typo first.
-// Hand-written: a dozen lines, and no dependency of this module has it.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return fmt.Sprintf("%s %s %s=%s where the selector wants %s=%s", a.who(g), evidence.Word(n, "has", "have"), g.key, g.got, g.key, sel[g.key])
 }
 
 // idleWorkloads names Deployments and StatefulSets in the namespace whose
@@ -206,7 +186,7 @@ func (a *analysis) otherNamespaces(svc *corev1.Service) []string {
 			break
 		}
 		out = append(out, fmt.Sprintf("%s in namespace %s %s this selector, but a Service selects only pods of its own namespace: %s",
-			plural(len(live), "pod"), ns, verb(len(live), "matches", "match"), podNames(live)))
+			evidence.Plural(len(live), "pod"), ns, evidence.Word(len(live), "matches", "match"), podNames(live)))
 	}
 	return out
 }

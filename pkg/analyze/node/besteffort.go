@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -44,7 +46,7 @@ func bestEffortOnPressuredNode(s *cluster.Snapshot, n *corev1.Node) (findings.Fi
 	ix := s.Index()
 	var lines []string
 	for _, p := range ix.PodsOnNode(n.Name) {
-		if terminal(p) || p.DeletionTimestamp != nil || gapped(s, cluster.ResPods, p.Namespace) || !isBestEffort(p) {
+		if podready.Terminal(p) || p.DeletionTimestamp != nil || evidence.Gapped(s, cluster.ResPods, p.Namespace) || !isBestEffort(p) {
 			continue
 		}
 		w := ix.OwnerOf(p)
@@ -64,14 +66,14 @@ func bestEffortOnPressuredNode(s *cluster.Snapshot, n *corev1.Node) (findings.Fi
 		names[i] = string(c.Type)
 		ev = append(ev, "node "+conditionLine(now, c))
 	}
-	ev = append(ev, fmt.Sprintf("%s%s on the node in QoS class BestEffort:", plural(len(lines), "pod"), podsScope(s)))
-	ev = append(ev, capped(lines)...)
+	ev = append(ev, fmt.Sprintf("%s%s on the node in QoS class BestEffort:", evidence.Plural(len(lines), "pod"), podsScope(s)))
+	ev = append(ev, evidence.Capped(lines)...)
 
 	return findings.Finding{
 		ID: idBestEffort, Severity: findings.Warning, Area: findings.AreaNode,
 		Object: findings.ObjectRef{Kind: "Node", Name: n.Name},
 		Title: fmt.Sprintf("Node %s is under %s and runs %s with no requests or limits, which the kubelet evicts first",
-			n.Name, strings.Join(names, ", "), plural(len(lines), "BestEffort pod")),
+			n.Name, strings.Join(names, ", "), evidence.Plural(len(lines), "BestEffort pod")),
 		Evidence: ev,
 		Explanation: "Under node pressure the kubelet evicts BestEffort pods before any other, and the scheduler, seeing " +
 			"no requests, keeps packing them onto full nodes. Give each container requests that match its real usage " +

@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -99,7 +101,7 @@ func pressure(s *cluster.Snapshot, n *corev1.Node) []findings.Finding {
 		}
 		ev := []string{conditionLine(now, c)}
 		if c.Message != "" {
-			ev = append(ev, fmt.Sprintf("status.conditions[%s].message: %s", c.Type, short(c.Message)))
+			ev = append(ev, fmt.Sprintf("status.conditions[%s].message: %s", c.Type, evidence.Short(c.Message)))
 		}
 		if t := taint(n, k.taint); t != nil {
 			ev = append(ev, taintLine(now, t))
@@ -111,7 +113,7 @@ func pressure(s *cluster.Snapshot, n *corev1.Node) []findings.Finding {
 		// Evidence of evictions: evicted (or rejected) pods and the
 		// kubelet's EvictionThresholdMet events for this resource.
 		evictions := 0
-		if !gapped(s, cluster.ResPods, s.Namespace) {
+		if !evidence.Gapped(s, cluster.ResPods, s.Namespace) {
 			var names []string
 			for _, p := range s.Index().PodsOnNode(n.Name) {
 				if isEvicted(p) && evictionResource(p.Status.Message) == k.resource {
@@ -122,11 +124,11 @@ func pressure(s *cluster.Snapshot, n *corev1.Node) []findings.Finding {
 			evictions += len(names)
 			if len(names) > 0 {
 				ev = append(ev, fmt.Sprintf("%s evicted or rejected by the kubelet for %s on this node: %s",
-					plural(len(names), "pod"), k.resource, strings.Join(capped(names), ", ")))
+					evidence.Plural(len(names), "pod"), k.resource, strings.Join(evidence.Capped(names), ", ")))
 			}
 		}
-		if !gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
-			evs := latestEvents(now, nodeEvents(s, n.Name), func(e *corev1.Event) bool {
+		if !evidence.Gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
+			evs := evidence.LatestLines(now, nodeEvents(s, n.Name), evidence.MaxListed, func(e *corev1.Event) bool {
 				if e.Type != corev1.EventTypeWarning {
 					return false
 				}
@@ -144,9 +146,9 @@ func pressure(s *cluster.Snapshot, n *corev1.Node) []findings.Finding {
 		}
 
 		sev := findings.Warning
-		title := fmt.Sprintf("Node %s has %s for %s", n.Name, c.Type, since(now, c.LastTransitionTime))
+		title := fmt.Sprintf("Node %s has %s for %s", n.Name, c.Type, evidence.Since(now, c.LastTransitionTime))
 		if c.Message != "" {
-			title += " (" + short(c.Message) + ")"
+			title += " (" + evidence.Short(c.Message) + ")"
 		}
 		if evictions > 0 {
 			sev = findings.Critical
@@ -165,14 +167,6 @@ func pressure(s *cluster.Snapshot, n *corev1.Node) []findings.Finding {
 		})
 	}
 	return out
-}
-
-// since renders how long ago t was as a duration ("12m"), or "an unknown time".
-func since(now time.Time, t metav1.Time) string {
-	if t.IsZero() {
-		return "an unknown time"
-	}
-	return duration.HumanDuration(now.Sub(t.Time))
 }
 
 // resourceEvidence adds what the snapshot knows about the pressured
@@ -209,7 +203,7 @@ func memoryCommitment(s *cluster.Snapshot, n *corev1.Node) string {
 	var req, lim int64
 	unlimited, pods := 0, 0
 	for _, p := range s.Index().PodsOnNode(n.Name) {
-		if terminal(p) {
+		if podready.Terminal(p) {
 			continue
 		}
 		pods++
@@ -224,14 +218,14 @@ func memoryCommitment(s *cluster.Snapshot, n *corev1.Node) string {
 			}
 		}
 	}
-	line := fmt.Sprintf("memory of the %s%s on the node: requests %s, limits %s", plural(pods, "pod"), podsScope(s), bytesIEC(req), bytesIEC(lim))
+	line := fmt.Sprintf("memory of the %s%s on the node: requests %s, limits %s", evidence.Plural(pods, "pod"), podsScope(s), bytesIEC(req), bytesIEC(lim))
 	if q, ok := n.Status.Allocatable[corev1.ResourceMemory]; ok && q.Value() > 0 {
 		a := q.Value()
 		line = fmt.Sprintf("memory of the %s%s on the node: requests %s (%d%% of allocatable %s), limits %s (%d%%)",
-			plural(pods, "pod"), podsScope(s), bytesIEC(req), req*100/a, bytesIEC(a), bytesIEC(lim), lim*100/a)
+			evidence.Plural(pods, "pod"), podsScope(s), bytesIEC(req), req*100/a, bytesIEC(a), bytesIEC(lim), lim*100/a)
 	}
 	if unlimited > 0 {
-		line += fmt.Sprintf("; %s without a memory limit", plural(unlimited, "container"))
+		line += fmt.Sprintf("; %s without a memory limit", evidence.Plural(unlimited, "container"))
 	}
 	return line
 }
@@ -266,7 +260,7 @@ func networkUnavailable(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, 
 	}
 	ev := []string{conditionLine(now, c)}
 	if c.Message != "" {
-		ev = append(ev, "status.conditions[NetworkUnavailable].message: "+short(c.Message))
+		ev = append(ev, "status.conditions[NetworkUnavailable].message: "+evidence.Short(c.Message))
 	}
 	if t := taint(n, corev1.TaintNodeNetworkUnavailable); t != nil {
 		ev = append(ev, taintLine(now, t))
@@ -278,12 +272,12 @@ func networkUnavailable(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, 
 	}
 	pods, _, _ := podsLine(s, n.Name)
 	ev = append(ev, pods)
-	if !gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
-		ev = append(ev, latestEvents(now, nodeEvents(s, n.Name), func(e *corev1.Event) bool {
+	if !evidence.Gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
+		ev = append(ev, evidence.LatestLines(now, nodeEvents(s, n.Name), evidence.MaxListed, func(e *corev1.Event) bool {
 			return e.Type == corev1.EventTypeWarning
 		})...)
 	}
-	title := fmt.Sprintf("Node %s has NetworkUnavailable for %s", n.Name, since(now, c.LastTransitionTime))
+	title := fmt.Sprintf("Node %s has NetworkUnavailable for %s", n.Name, evidence.Since(now, c.LastTransitionTime))
 	if c.Reason != "" {
 		title += " (" + c.Reason + ")"
 	}
@@ -341,23 +335,23 @@ func problemConditions(s *cluster.Snapshot, n *corev1.Node) []findings.Finding {
 		}
 		ev := []string{conditionLine(now, c)}
 		if c.Message != "" {
-			ev = append(ev, fmt.Sprintf("status.conditions[%s].message: %s", c.Type, short(c.Message)))
+			ev = append(ev, fmt.Sprintf("status.conditions[%s].message: %s", c.Type, evidence.Short(c.Message)))
 		}
 		stale := false
 		if !c.LastHeartbeatTime.IsZero() {
-			ev = append(ev, fmt.Sprintf("status.conditions[%s].lastHeartbeatTime=%s", c.Type, stamp(now, c.LastHeartbeatTime)))
+			ev = append(ev, fmt.Sprintf("status.conditions[%s].lastHeartbeatTime=%s", c.Type, evidence.Stamp(now, c.LastHeartbeatTime)))
 			if now.Sub(c.LastHeartbeatTime.Time) > staleProblemHeartbeat {
 				stale = true
 				ev = append(ev, fmt.Sprintf("the heartbeat is older than %s: the detector that set the condition may no longer run, "+
 					"and a condition nobody updates never clears", duration.HumanDuration(staleProblemHeartbeat)))
 			}
 		}
-		if !gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
-			ev = append(ev, latestEvents(now, nodeEvents(s, n.Name), func(e *corev1.Event) bool {
+		if !evidence.Gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
+			ev = append(ev, evidence.LatestLines(now, nodeEvents(s, n.Name), evidence.MaxListed, func(e *corev1.Event) bool {
 				return e.Type == corev1.EventTypeWarning && (e.Reason == c.Reason || strings.Contains(e.Reason, string(c.Type)))
 			})...)
 		}
-		title := fmt.Sprintf("Node %s has condition %s=True for %s", n.Name, c.Type, since(now, c.LastTransitionTime))
+		title := fmt.Sprintf("Node %s has condition %s=True for %s", n.Name, c.Type, evidence.Since(now, c.LastTransitionTime))
 		if c.Reason != "" {
 			title += " (" + c.Reason + ")"
 		}

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/duration"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -34,15 +35,11 @@ func cordoned(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, bool) {
 			at = t.TimeAdded.Time
 		}
 	}
-	if !gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
-		evs := nodeEvents(s, n.Name)
-		for i := len(evs) - 1; i >= 0; i-- {
-			if evs[i].Reason == "NodeNotSchedulable" {
-				ev = append(ev, eventLine(now, evs[i]))
-				if at.IsZero() {
-					at = cluster.EventTime(evs[i]).Time
-				}
-				break
+	if !evidence.Gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
+		if e := evidence.LatestEvent(nodeEvents(s, n.Name), func(e *corev1.Event) bool { return e.Reason == "NodeNotSchedulable" }); e != nil {
+			ev = append(ev, evidence.EventLine(now, e))
+			if at.IsZero() {
+				at = cluster.EventTime(e).Time
 			}
 		}
 	}
@@ -56,7 +53,7 @@ func cordoned(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, bool) {
 	if podsKnown {
 		c := countPods(s, n.Name)
 		remaining = c.active - c.daemon
-		line := fmt.Sprintf("%s%s still on the node, %d of them not from DaemonSets", plural(c.active, "pod"), podsScope(s), remaining)
+		line := fmt.Sprintf("%s%s still on the node, %d of them not from DaemonSets", evidence.Plural(c.active, "pod"), podsScope(s), remaining)
 		if remaining > 0 {
 			line += ": a drain has not started, has not finished, or is blocked"
 		}
@@ -77,7 +74,7 @@ func cordoned(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, bool) {
 		}
 	}
 	if podsKnown && remaining > 0 {
-		title += fmt.Sprintf("; %s not from DaemonSets still there", plural(remaining, "pod"))
+		title += fmt.Sprintf("; %s not from DaemonSets still there", evidence.Plural(remaining, "pod"))
 	}
 
 	rem := []findings.Remediation{

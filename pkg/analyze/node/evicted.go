@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -87,7 +88,7 @@ func evicted(s *cluster.Snapshot) []findings.Finding {
 	groups := map[string]*evictionGroup{}
 	for i := range s.Pods {
 		p := &s.Pods[i]
-		if !isEvicted(p) || gapped(s, cluster.ResPods, p.Namespace) {
+		if !isEvicted(p) || evidence.Gapped(s, cluster.ResPods, p.Namespace) {
 			continue
 		}
 		w := ix.OwnerOf(p)
@@ -126,13 +127,13 @@ func evicted(s *cluster.Snapshot) []findings.Finding {
 			byNode[p.Spec.NodeName]++
 			when := "at an unknown time"
 			if t := evictedAt(p); !t.IsZero() {
-				when = ago(now, t)
+				when = evidence.Ago(now, t)
 			}
-			lines = append(lines, fmt.Sprintf("%s/%s on node %s, %s: %s", p.Namespace, p.Name, p.Spec.NodeName, when, short(p.Status.Message)))
+			lines = append(lines, fmt.Sprintf("%s/%s on node %s, %s: %s", p.Namespace, p.Name, p.Spec.NodeName, when, evidence.Short(p.Status.Message)))
 		}
 		ev := []string{fmt.Sprintf("%s with status.phase=Failed status.reason=Evicted: %s; nodes: %s",
-			plural(len(g.pods), "pod"), counts(byResource, "for "), counts(byNode, ""))}
-		ev = append(ev, capped(lines)...)
+			evidence.Plural(len(g.pods), "pod"), counts(byResource, "for "), counts(byNode, ""))}
+		ev = append(ev, evidence.Capped(lines)...)
 
 		latest := evictedAt(g.pods[0])
 		sev := findings.Warning
@@ -150,13 +151,13 @@ func evicted(s *cluster.Snapshot) []findings.Finding {
 		if g.owner.Kind == "Pod" {
 			title = fmt.Sprintf("Pod %s/%s was evicted by the kubelet (%s)", g.ns, g.owner.Name, why)
 			if !latest.IsZero() {
-				title += " " + ago(now, latest)
+				title += " " + evidence.Ago(now, latest)
 			}
 		} else {
 			title = fmt.Sprintf("%s %s/%s: %s evicted by the kubelet (%s)", g.owner.Kind, g.ns, g.owner.Name,
-				plural(len(g.pods), "pod"), why)
+				evidence.Plural(len(g.pods), "pod"), why)
 			if !latest.IsZero() {
-				title += ", latest " + ago(now, latest)
+				title += ", latest " + evidence.Ago(now, latest)
 			}
 		}
 		rem := []findings.Remediation{

@@ -5,6 +5,7 @@
 package node
 
 import (
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -50,7 +51,7 @@ func Analyze(s *cluster.Snapshot) []findings.Finding {
 		return nil
 	}
 	var out []findings.Finding
-	if !gapped(s, cluster.ResNodes, "") {
+	if !evidence.Gapped(s, cluster.ResNodes, "") {
 		for _, n := range sortedNodes(s) {
 			if f, ok := notReady(s, n); ok {
 				out = append(out, f)

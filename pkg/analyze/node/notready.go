@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -40,7 +42,7 @@ type leaseState struct {
 // nodeLease reads the node's heartbeat Lease.
 func nodeLease(s *cluster.Snapshot, node string) leaseState {
 	now := s.TakenAt
-	if gapped(s, cluster.ResLeases, corev1.NamespaceNodeLease) {
+	if evidence.Gapped(s, cluster.ResLeases, corev1.NamespaceNodeLease) {
 		return leaseState{line: "Lease " + corev1.NamespaceNodeLease + "/" + node + " not read (leases are missing from the snapshot)"}
 	}
 	l := s.Index().Lease(node)
@@ -59,11 +61,11 @@ func nodeLease(s *cluster.Snapshot, node string) leaseState {
 	renew := l.Spec.RenewTime.Time
 	st := leaseState{known: true, age: now.Sub(renew), fresh: now.Sub(renew) <= dur, renew: renew}
 	st.line = fmt.Sprintf("Lease %s/%s spec.renewTime=%s, leaseDurationSeconds=%d",
-		corev1.NamespaceNodeLease, node, renew.UTC().Format(time.RFC3339)+" ("+ago(now, renew)+")", int(dur/time.Second))
+		corev1.NamespaceNodeLease, node, renew.UTC().Format(time.RFC3339)+" ("+evidence.Ago(now, renew)+")", int(dur/time.Second))
 	if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" && *l.Spec.HolderIdentity != node {
 		st.line += " holderIdentity=" + *l.Spec.HolderIdentity
 	}
-	st.title = "Lease last renewed " + ago(now, renew)
+	st.title = "Lease last renewed " + evidence.Ago(now, renew)
 	return st
 }
 
@@ -77,7 +79,7 @@ type podCounts struct {
 func countPods(s *cluster.Snapshot, node string) podCounts {
 	var c podCounts
 	for _, p := range s.Index().PodsOnNode(node) {
-		if terminal(p) {
+		if podready.Terminal(p) {
 			continue
 		}
 		c.active++
@@ -107,7 +109,7 @@ func podsLine(s *cluster.Snapshot, node string) (line string, count int, known b
 		return "pods not (completely) read: how many run on the node is unknown", 0, false
 	}
 	c := countPods(s, node)
-	line = fmt.Sprintf("%s%s bound to the node (not Succeeded/Failed)", plural(c.active, "pod"), podsScope(s))
+	line = fmt.Sprintf("%s%s bound to the node (not Succeeded/Failed)", evidence.Plural(c.active, "pod"), podsScope(s))
 	var parts []string
 	if c.daemon > 0 {
 		parts = append(parts, fmt.Sprintf("%d from DaemonSets", c.daemon))
@@ -136,7 +138,7 @@ func notReady(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, bool) {
 		ev = append(ev, "status.conditions has no Ready condition: the kubelet has never posted the node's status")
 		if !n.CreationTimestamp.IsZero() {
 			forDur = now.Sub(n.CreationTimestamp.Time)
-			ev = append(ev, "metadata.creationTimestamp="+stamp(now, n.CreationTimestamp))
+			ev = append(ev, "metadata.creationTimestamp="+evidence.Stamp(now, n.CreationTimestamp))
 		}
 	} else {
 		if c.Status == corev1.ConditionUnknown {
@@ -145,9 +147,9 @@ func notReady(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, bool) {
 		reason = c.Reason
 		ev = append(ev, conditionLine(now, c))
 		if c.Message != "" {
-			ev = append(ev, "status.conditions[Ready].message: "+short(c.Message))
+			ev = append(ev, "status.conditions[Ready].message: "+evidence.Short(c.Message))
 		}
-		ev = append(ev, "status.conditions[Ready].lastHeartbeatTime="+stamp(now, c.LastHeartbeatTime))
+		ev = append(ev, "status.conditions[Ready].lastHeartbeatTime="+evidence.Stamp(now, c.LastHeartbeatTime))
 		if !c.LastTransitionTime.IsZero() {
 			forDur = now.Sub(c.LastTransitionTime.Time)
 		}
@@ -161,8 +163,8 @@ func notReady(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, bool) {
 	}
 	pods, podCount, podsKnown := podsLine(s, n.Name)
 	ev = append(ev, pods)
-	if !gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
-		ev = append(ev, latestEvents(now, nodeEvents(s, n.Name), func(e *corev1.Event) bool {
+	if !evidence.Gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
+		ev = append(ev, evidence.LatestLines(now, nodeEvents(s, n.Name), evidence.MaxListed, func(e *corev1.Event) bool {
 			return e.Type == corev1.EventTypeWarning || notReadyEventReason(e.Reason)
 		})...)
 	}
@@ -181,7 +183,7 @@ func notReady(s *cluster.Snapshot, n *corev1.Node) (findings.Finding, bool) {
 		title += "; " + lease.title
 	}
 	if podsKnown {
-		title += fmt.Sprintf("; %s%s on it", plural(podCount, "pod"), podsScope(s))
+		title += fmt.Sprintf("; %s%s on it", evidence.Plural(podCount, "pod"), podsScope(s))
 	}
 
 	return findings.Finding{

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -51,7 +53,7 @@ func oomKills(s *cluster.Snapshot) map[string][]oomKill {
 	out := map[string][]oomKill{}
 	for i := range s.Pods {
 		p := &s.Pods[i]
-		if p.Spec.NodeName == "" || gapped(s, cluster.ResPods, p.Namespace) {
+		if p.Spec.NodeName == "" || evidence.Gapped(s, cluster.ResPods, p.Namespace) {
 			continue
 		}
 		add := func(statuses []corev1.ContainerStatus, init bool) {
@@ -67,7 +69,7 @@ func oomKills(s *cluster.Snapshot) map[string][]oomKill {
 					continue
 				}
 				k.owner = ix.OwnerOf(p)
-				k.spec = containerSpec(&p.Spec, cs.Name, init)
+				k.spec = podready.Container(&p.Spec, cs.Name, init)
 				out[p.Spec.NodeName] = append(out[p.Spec.NodeName], k)
 			}
 		}
@@ -102,20 +104,6 @@ func systemOOMs(s *cluster.Snapshot) map[string][]*corev1.Event {
 	return out
 }
 
-// containerSpec returns the named container (or init container) of a pod spec, or nil.
-func containerSpec(spec *corev1.PodSpec, name string, init bool) *corev1.Container {
-	list := spec.Containers
-	if init {
-		list = spec.InitContainers
-	}
-	for i := range list {
-		if list[i].Name == name {
-			return &list[i]
-		}
-	}
-	return nil
-}
-
 // memoryOf renders a container's memory request and limit.
 func memoryOf(c *corev1.Container) string {
 	if c == nil {
@@ -146,7 +134,7 @@ func oomKilled(s *cluster.Snapshot) []findings.Finding {
 	now := s.TakenAt
 	kills := oomKills(s)
 	var sys map[string][]*corev1.Event
-	if !gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
+	if !evidence.Gapped(s, cluster.ResEvents, metav1.NamespaceDefault) {
 		sys = systemOOMs(s)
 	}
 	nodes := make([]string, 0, len(kills)+len(sys))
@@ -180,7 +168,7 @@ func oomKilled(s *cluster.Snapshot) []findings.Finding {
 				line += fmt.Sprintf(" (%s %s)", k.owner.Kind, k.owner.Name)
 			}
 			line += fmt.Sprintf(": %s.reason=OOMKilled exitCode=%d finishedAt=%s, restartCount=%d, %s",
-				where, k.term.ExitCode, stamp(now, k.term.FinishedAt), k.restarts, memoryOf(k.spec))
+				where, k.term.ExitCode, evidence.Stamp(now, k.term.FinishedAt), k.restarts, memoryOf(k.spec))
 			lines = append(lines, line)
 			if !hasMemoryLimit(k.spec) {
 				noLimit++
@@ -189,10 +177,10 @@ func oomKilled(s *cluster.Snapshot) []findings.Finding {
 				fresh = true
 			}
 		}
-		ev = append(ev, capped(lines)...)
+		ev = append(ev, evidence.Capped(lines)...)
 		if noLimit > 0 {
 			ev = append(ev, fmt.Sprintf("%s without a memory limit: such a container is OOMKilled only when the node itself runs out of memory",
-				plural(noLimit, "container")))
+				evidence.Plural(noLimit, "container")))
 		}
 		if n := s.Index().Node(node); n != nil {
 			if c := condition(n, corev1.NodeMemoryPressure); c != nil && c.Status == corev1.ConditionTrue {
@@ -202,9 +190,7 @@ func oomKilled(s *cluster.Snapshot) []findings.Finding {
 				ev = append(ev, "node status.allocatable.memory="+q.String())
 			}
 		}
-		for i := len(evs) - 1; i >= 0 && i >= len(evs)-maxListed; i-- {
-			ev = append(ev, eventLine(now, evs[i]))
-		}
+		ev = append(ev, evidence.LatestLines(now, evs, evidence.MaxListed, nil)...)
 
 		sev := findings.Warning
 		if !fresh {
@@ -214,15 +200,15 @@ func oomKilled(s *cluster.Snapshot) []findings.Finding {
 		switch {
 		case len(ks) > 0:
 			k := ks[0]
-			title = fmt.Sprintf("Node %s: %s OOMKilled, most recently %s/%s/%s %s (%s)", node, plural(len(ks), "container"),
-				k.pod.Namespace, k.pod.Name, k.container, agoOrUnknown(now, k.term.FinishedAt.Time), limitWord(k.spec))
+			title = fmt.Sprintf("Node %s: %s OOMKilled, most recently %s/%s/%s %s (%s)", node, evidence.Plural(len(ks), "container"),
+				k.pod.Namespace, k.pod.Name, k.container, evidence.Ago(now, k.term.FinishedAt.Time), limitWord(k.spec))
 		default:
 			var total int32
 			for _, e := range evs {
-				total += eventCount(e)
+				total += evidence.EventCount(e)
 			}
 			title = fmt.Sprintf("Node %s: the kernel OOM killer ran %d times (SystemOOM events), last %s", node, total,
-				ago(now, cluster.EventTime(evs[len(evs)-1]).Time))
+				evidence.Ago(now, cluster.EventTime(evs[len(evs)-1]).Time))
 		}
 		out = append(out, findings.Finding{
 			ID: idOOMKilled, Severity: sev, Area: findings.AreaNode,
@@ -237,14 +223,6 @@ func oomKilled(s *cluster.Snapshot) []findings.Finding {
 		})
 	}
 	return out
-}
-
-// agoOrUnknown is ago for a time that may be unset.
-func agoOrUnknown(now, t time.Time) string {
-	if t.IsZero() {
-		return "at an unknown time"
-	}
-	return ago(now, t)
 }
 
 // limitWord renders a container's memory limit for a title.
@@ -272,7 +250,7 @@ func oomRemediation(s *cluster.Snapshot, node string, ks []oomKill) []findings.R
 	}
 	sort.Strings(nss)
 	for i, ns := range nss {
-		if i == maxListed {
+		if i == evidence.MaxListed {
 			break
 		}
 		rem = append(rem, findings.Inspect("Compare the containers' memory usage with their limits in namespace "+ns,
@@ -327,7 +305,7 @@ func raiseLimit(s *cluster.Snapshot, k oomKill) (findings.Remediation, bool) {
 	if tmpl == nil {
 		return findings.Remediation{}, false
 	}
-	c := containerSpec(&tmpl.Spec, k.container, k.init)
+	c := podready.Container(&tmpl.Spec, k.container, k.init)
 	if c == nil {
 		return findings.Remediation{}, false
 	}

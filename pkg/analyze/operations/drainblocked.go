@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/pdb"
@@ -56,7 +57,7 @@ func (a *analysis) drainBlockedOne(n *corev1.Node) (findings.Finding, bool) {
 	ev := []string{"spec.unschedulable=true (cordoned, as a drain does first)"}
 	for _, t := range n.Spec.Taints {
 		if t.Key == corev1.TaintNodeUnschedulable && t.TimeAdded != nil {
-			ev = append(ev, fmt.Sprintf("taint %s:%s added %s", t.Key, t.Effect, ago(a.now, t.TimeAdded.Time)))
+			ev = append(ev, fmt.Sprintf("taint %s:%s added %s", t.Key, t.Effect, evidence.Ago(a.now, t.TimeAdded.Time)))
 		}
 	}
 	var budgets []*policyv1.PodDisruptionBudget
@@ -74,24 +75,24 @@ func (a *analysis) drainBlockedOne(n *corev1.Node) (findings.Finding, bool) {
 		if bp.verdict.PDB != nil {
 			p := bp.verdict.PDB
 			lines = append(lines, fmt.Sprintf("%s: HTTP %d from PodDisruptionBudget %s (disruptionsAllowed=%d): %s",
-				pods, bp.verdict.Code, ref(p.Namespace, p.Name), p.Status.DisruptionsAllowed, short(bp.verdict.Message)))
+				pods, bp.verdict.Code, ref(p.Namespace, p.Name), p.Status.DisruptionsAllowed, evidence.Short(bp.verdict.Message)))
 		} else {
 			names := make([]string, len(covering))
 			for i, p := range covering {
 				names[i] = p.Name
 			}
 			lines = append(lines, fmt.Sprintf("%s: HTTP %d, covered by %s (%s): %s",
-				pods, bp.verdict.Code, plural(len(covering), "PodDisruptionBudget"), strings.Join(names, ", "), short(bp.verdict.Message)))
+				pods, bp.verdict.Code, evidence.Plural(len(covering), "PodDisruptionBudget"), strings.Join(names, ", "), evidence.Short(bp.verdict.Message)))
 		}
 	}
-	if len(lines) > maxListed {
-		lines = append(lines[:maxListed], fmt.Sprintf("... and %d more pods refused", len(lines)-maxListed))
+	if len(lines) > evidence.MaxListed {
+		lines = append(lines[:evidence.MaxListed], fmt.Sprintf("... and %d more pods refused", len(lines)-evidence.MaxListed))
 	}
 	ev = append(ev, lines...)
-	if !a.gapped(cluster.ResEvents, "") {
+	if !evidence.Gapped(a.s, cluster.ResEvents, "") {
 		if g := a.nodeDrainEvents(n.Name); g != nil {
 			ev = append(ev, fmt.Sprintf("%s of failed evictions or drains recorded on the node, last %s (see eviction-failed)",
-				plural(int(g.count), "event"), ago(a.now, g.last.Time)))
+				evidence.Plural(int(g.count), "event"), evidence.Ago(a.now, g.last.Time)))
 		}
 	}
 
@@ -106,14 +107,14 @@ func (a *analysis) drainBlockedOne(n *corev1.Node) (findings.Finding, bool) {
 		why = "covered by more than one PodDisruptionBudget"
 	}
 	title := fmt.Sprintf("Node %s is cordoned but its drain cannot finish: the eviction API refuses %s (%s: %s)",
-		n.Name, plural(len(blocked), "pod"), ref(first.pod.Namespace, first.pod.Name), why)
+		n.Name, evidence.Plural(len(blocked), "pod"), ref(first.pod.Namespace, first.pod.Name), why)
 
 	rem := []findings.Remediation{
 		findings.Inspect("See which pods a drain of the node would fail to evict (server-side dry run: nothing is cordoned or evicted)",
 			fmt.Sprintf("kubectl drain %s --ignore-daemonsets --delete-emptydir-data --dry-run=server", n.Name)),
 	}
 	for i, p := range budgets {
-		if i == maxListed {
+		if i == evidence.MaxListed {
 			break
 		}
 		rem = append(rem, findings.Inspect(

@@ -3,6 +3,7 @@ package operations
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -10,10 +11,15 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/pdb"
 )
+
+// maxTitleMessage caps the event message a title quotes; the evidence
+// quotes it in full (up to evidence.MaxMessage).
+const maxTitleMessage = 120
 
 // drainReasons are event reasons that tools emit for a failed drain or
 // eviction (lower case): cluster-autoscaler (ScaleDownFailed), Karpenter and
@@ -106,14 +112,14 @@ func (a *analysis) groupDrainEvents() []*eventGroup {
 			keys = append(keys, k)
 		}
 		g.events = append(g.events, e)
-		g.count += eventCount(e)
+		g.count += evidence.EventCount(e)
 		if t := cluster.EventTime(e); g.last.IsZero() || t.After(g.last.Time) {
 			g.last = t
 		}
-		if t := firstSeen(e); !t.IsZero() && (g.first.IsZero() || t.Before(&g.first)) {
+		if t := evidence.FirstSeen(e); !t.IsZero() && (g.first.IsZero() || t.Before(&g.first)) {
 			g.first = t
 		}
-		if !containsString(g.reasons, e.Reason) {
+		if !slices.Contains(g.reasons, e.Reason) {
 			g.reasons = append(g.reasons, e.Reason)
 		}
 	}
@@ -128,15 +134,6 @@ func (a *analysis) groupDrainEvents() []*eventGroup {
 		out[i] = g
 	}
 	return out
-}
-
-func containsString(xs []string, s string) bool {
-	for _, x := range xs {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // nodeDrainEvents returns the failed-drain events about a node, or nil.
@@ -300,26 +297,26 @@ func (a *analysis) evictionFailedOne(g *eventGroup) findings.Finding {
 	if g.ns != "" {
 		subject = g.kind + " " + ref(g.ns, g.name)
 	}
-	title := fmt.Sprintf("%s: %s of failed evictions or drains (%s), last %s", subject, plural(int(g.count), "event"),
-		strings.Join(g.reasons, ", "), ago(a.now, g.last.Time))
+	title := fmt.Sprintf("%s: %s of failed evictions or drains (%s), last %s", subject, evidence.Plural(int(g.count), "event"),
+		strings.Join(g.reasons, ", "), evidence.Ago(a.now, g.last.Time))
 	if len(pdbs) > 0 {
 		title += "; blocked by PodDisruptionBudget " + ref(pdbs[0].Namespace, pdbs[0].Name)
 		if len(pdbs) > 1 {
 			title += fmt.Sprintf(" and %d more", len(pdbs)-1)
 		}
 	} else {
-		title += ": " + titleMessage(latest.Message)
+		title += ": " + evidence.ShortN(latest.Message, maxTitleMessage)
 	}
 
 	var ev []string
-	span := fmt.Sprintf("%s in %s, last %s", plural(int(g.count), "occurrence"), plural(len(g.events), "event"), ago(a.now, g.last.Time))
+	span := fmt.Sprintf("%s in %s, last %s", evidence.Plural(int(g.count), "occurrence"), evidence.Plural(len(g.events), "event"), evidence.Ago(a.now, g.last.Time))
 	if !g.first.IsZero() {
-		span += ", first " + ago(a.now, g.first.Time)
+		span += ", first " + evidence.Ago(a.now, g.first.Time)
 	}
 	ev = append(ev, span)
 	for i := len(g.events) - 1; i >= 0 && i >= len(g.events)-3; i-- {
 		e := g.events[i]
-		line := eventLine(a.now, e)
+		line := evidence.EventLine(a.now, e)
 		if src := e.Source.Component; src != "" {
 			line += " (from " + src + ")"
 		} else if e.ReportingController != "" {
@@ -335,7 +332,7 @@ func (a *analysis) evictionFailedOne(g *eventGroup) findings.Finding {
 				names[i] += " on " + p.Spec.NodeName
 			}
 		}
-		ev = append(ev, "pods involved: "+joinCapped(names))
+		ev = append(ev, "pods involved: "+evidence.Join(names))
 	}
 	for _, p := range pdbs {
 		state := fmt.Sprintf("status.disruptionsAllowed=%d now", p.Status.DisruptionsAllowed)
@@ -359,13 +356,13 @@ func (a *analysis) evictionFailedOne(g *eventGroup) findings.Finding {
 			}
 		}
 		if len(refused) > 0 {
-			ev = append(ev, "pods on the node the eviction API would refuse now: "+joinCapped(refused))
+			ev = append(ev, "pods on the node the eviction API would refuse now: "+evidence.Join(refused))
 		}
 	}
 
 	rem := []findings.Remediation{a.eventsCommand(g)}
 	for i, p := range pdbs {
-		if i == maxListed {
+		if i == evidence.MaxListed {
 			break
 		}
 		rem = append(rem, findings.Inspect(
@@ -396,13 +393,4 @@ func (a *analysis) eventsCommand(g *eventGroup) findings.Remediation {
 	}
 	return findings.Inspect("List the events about the "+strings.ToLower(g.kind),
 		fmt.Sprintf("kubectl get events -n %s --field-selector involvedObject.kind=%s,involvedObject.name=%s --sort-by=.lastTimestamp", g.ns, g.kind, g.name))
-}
-
-// titleMessage shortens a message for a title.
-func titleMessage(msg string) string {
-	msg = strings.Join(strings.Fields(msg), " ")
-	if r := []rune(msg); len(r) > 120 {
-		return string(r[:120]) + "…"
-	}
-	return msg
 }

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/pdb"
@@ -53,7 +54,7 @@ func (a *analysis) multiplePDBs() []findings.Finding {
 		if g.owner.Kind == "Pod" {
 			subject = "Pod " + ref(g.ns, g.owner.Name) + " is"
 		} else {
-			subject = fmt.Sprintf("%s of %s %s are", plural(len(g.pods), "pod"), g.owner.Kind, ref(g.ns, g.owner.Name))
+			subject = fmt.Sprintf("%s of %s %s are", evidence.Plural(len(g.pods), "pod"), g.owner.Kind, ref(g.ns, g.owner.Name))
 			if len(g.pods) == 1 {
 				subject = fmt.Sprintf("1 pod of %s %s is", g.owner.Kind, ref(g.ns, g.owner.Name))
 			}
@@ -74,7 +75,7 @@ func (a *analysis) multiplePDBs() []findings.Finding {
 		for i, p := range g.pods {
 			podLines[i] = podOnNode(p)
 		}
-		ev = append(ev, "pods covered by all of them: "+joinCapped(podLines))
+		ev = append(ev, "pods covered by all of them: "+evidence.Join(podLines))
 		ev = append(ev, "the eviction API answers HTTP 500: \"This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.\"")
 
 		obj := findings.ObjectRef{Kind: g.owner.Kind, Namespace: g.ns, Name: g.owner.Name}

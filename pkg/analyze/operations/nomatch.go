@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"sort"
 
+	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/editdist"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/pdb"
@@ -32,7 +35,7 @@ func (a *analysis) noMatchingOne(p *policyv1.PodDisruptionBudget) findings.Findi
 	switch err := a.cov.SelectorError(p); {
 	case err != nil:
 		title = fmt.Sprintf("PodDisruptionBudget %s has an invalid selector and selects no pods", name)
-		ev = append(ev, "selector error: "+short(err.Error()))
+		ev = append(ev, "selector error: "+evidence.Short(err.Error()))
 	case sel == nil:
 		title = fmt.Sprintf("PodDisruptionBudget %s has a null selector, which selects no pods in policy/v1", name)
 		ev = append(ev, "spec.selector is null: in policy/v1 a null selector selects nothing (an empty selector {} would select every pod of the namespace)")
@@ -44,14 +47,9 @@ func (a *analysis) noMatchingOne(p *policyv1.PodDisruptionBudget) findings.Findi
 	}
 	st := p.Status
 	ev = append(ev, fmt.Sprintf("status: expectedPods=%d currentHealthy=%d disruptionsAllowed=%d", st.ExpectedPods, st.CurrentHealthy, st.DisruptionsAllowed))
-	if !a.gapped(cluster.ResEvents, p.Namespace) {
-		evs := a.ix.EventsFor("PodDisruptionBudget", p.Namespace, p.Name)
-		for i := len(evs) - 1; i >= 0; i-- {
-			if evs[i].Reason == "NoPods" {
-				ev = append(ev, eventLine(a.now, evs[i]))
-				break
-			}
-		}
+	if !evidence.Gapped(a.s, cluster.ResEvents, p.Namespace) {
+		ev = append(ev, evidence.LatestLines(a.now, a.ix.EventsFor("PodDisruptionBudget", p.Namespace, p.Name), 1,
+			func(e *corev1.Event) bool { return e.Reason == "NoPods" })...)
 	}
 	return findings.Finding{
 		ID: idNoMatchingPods, Severity: findings.Warning, Area: findings.AreaOperations,
@@ -94,7 +92,7 @@ func (a *analysis) labelHints(p *policyv1.PodDisruptionBudget) []string {
 			}
 		}
 		if len(counts) == 0 {
-			out = append(out, fmt.Sprintf("no pod in namespace %s has a label %q (%s in the namespace)", p.Namespace, k, plural(len(pods), "pod")))
+			out = append(out, fmt.Sprintf("no pod in namespace %s has a label %q (%s in the namespace)", p.Namespace, k, evidence.Plural(len(pods), "pod")))
 			continue
 		}
 		vals := make([]string, 0, len(counts))
@@ -107,7 +105,7 @@ func (a *analysis) labelHints(p *policyv1.PodDisruptionBudget) []string {
 		dist := map[string]int{}
 		for _, v := range vals {
 			if hasWant {
-				dist[v] = editDistance(want, v)
+				dist[v] = editdist.Levenshtein(want, v)
 			}
 		}
 		sort.Slice(vals, func(i, j int) bool {
@@ -121,35 +119,12 @@ func (a *analysis) labelHints(p *policyv1.PodDisruptionBudget) []string {
 		})
 		parts := make([]string, len(vals))
 		for i, v := range vals {
-			parts[i] = fmt.Sprintf("%s=%s (%s)", k, v, plural(counts[v], "pod"))
+			parts[i] = fmt.Sprintf("%s=%s (%s)", k, v, evidence.Plural(counts[v], "pod"))
 			if hasWant && dist[v] <= 2 {
 				parts[i] += fmt.Sprintf(" close to %s=%s: a typo?", k, want)
 			}
 		}
-		out = append(out, fmt.Sprintf("pods in namespace %s carry %s", p.Namespace, joinCapped(parts)))
+		out = append(out, fmt.Sprintf("pods in namespace %s carry %s", p.Namespace, evidence.Join(parts)))
 	}
 	return out
-}
-
-// editDistance is the Levenshtein distance between two label values.
-// Hand-written: it is a dozen lines and no dependency of kdiag offers it.
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
 }

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/pdb"
@@ -88,20 +89,9 @@ func newAnalysis(s *cluster.Snapshot) *analysis {
 	return a
 }
 
-// gapped reports whether resource r could not be read in namespace ns (a
-// gap without a namespace covers all of them).
-func (a *analysis) gapped(r cluster.Resource, ns string) bool {
-	for _, g := range a.s.Gaps {
-		if g.Resource == r && (g.Namespace == "" || g.Namespace == ns) {
-			return true
-		}
-	}
-	return false
-}
-
 // podsKnown reports whether every pod of the namespace was read, so that
 // the coverage of a budget there is complete.
-func (a *analysis) podsKnown(ns string) bool { return !a.gapped(cluster.ResPods, ns) }
+func (a *analysis) podsKnown(ns string) bool { return !evidence.Gapped(a.s, cluster.ResPods, ns) }
 
 // budget returns the computed status of a budget whose namespace's pods
 // were read.

@@ -360,17 +360,3 @@ func TestAnalyzeIsDeterministic(t *testing.T) {
 		t.Errorf("output depends on input order")
 	}
 }
-
-func TestEditDistance(t *testing.T) {
-	tests := []struct {
-		a, b string
-		want int
-	}{
-		{"nginx", "nginx", 0}, {"ngnix", "nginx", 2}, {"web", "webb", 1}, {"", "abc", 3}, {"api", "db", 3},
-	}
-	for _, tc := range tests {
-		if got := editDistance(tc.a, tc.b); got != tc.want {
-			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
-		}
-	}
-}

@@ -9,6 +9,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/pdb"
@@ -87,7 +88,7 @@ func (a *analysis) pdbBlocksOne(p *policyv1.PodDisruptionBudget) (findings.Findi
 	case len(nodes) == 1:
 		sev, where = findings.Critical, "draining node "+nodes[0]+" will stall"
 	case len(nodes) > 1:
-		sev, where = findings.Critical, "draining nodes "+joinCapped(nodes)+" will stall"
+		sev, where = findings.Critical, "draining nodes "+evidence.Join(nodes)+" will stall"
 	case daemonOnly > 0:
 		where = "its pods belong to DaemonSets or are mirror pods, which drains skip, so drains do not stall yet"
 	case len(blocked) == 0:
@@ -116,14 +117,14 @@ func (a *analysis) pdbBlocksOne(p *policyv1.PodDisruptionBudget) (findings.Findi
 			names[i] = podOnNode(bp.pod)
 		}
 		ev = append(ev, fmt.Sprintf("the eviction API would refuse %s: %s (HTTP %d: %s)",
-			plural(len(blocked), "pod"), joinCapped(names), blocked[0].verdict.Code, short(blocked[0].verdict.Message)))
+			evidence.Plural(len(blocked), "pod"), evidence.Join(names), blocked[0].verdict.Code, evidence.Short(blocked[0].verdict.Message)))
 	}
 	if len(nodes) > 0 {
 		parts := make([]string, len(nodes))
 		for i, n := range nodes {
 			parts[i] = fmt.Sprintf("%s (%s)", n, strings.Join(stallNodes[n], ", "))
 		}
-		ev = append(ev, "drains, upgrades and scale-downs that will stall: node "+joinCapped(parts))
+		ev = append(ev, "drains, upgrades and scale-downs that will stall: node "+evidence.Join(parts))
 	}
 	ev = append(ev, a.pdbEventLines(p)...)
 
@@ -181,21 +182,14 @@ func cause(p *policyv1.PodDisruptionBudget, b pdb.Budget, reasons []pdb.Reason) 
 	case pdb.ReasonNoBudget:
 		return "neither minAvailable nor maxUnavailable is set"
 	case pdb.ReasonNoExpectedPods:
-		return fmt.Sprintf("%s counts 0 expected pods for its %s", pdb.SpecString(p), plural(len(b.Members), "pod"))
+		return fmt.Sprintf("%s counts 0 expected pods for its %s", pdb.SpecString(p), evidence.Plural(len(b.Members), "pod"))
 	case pdb.ReasonMaxUnavailableZero:
 		return pdb.SpecString(p) + " forbids every eviction"
 	case pdb.ReasonMinAvailableAtLeastExpected:
-		return fmt.Sprintf("%s needs %d healthy of %d expected %s", pdb.SpecString(p), b.DesiredHealthy, b.ExpectedPods, pluralWord(int(b.ExpectedPods), "pod"))
+		return fmt.Sprintf("%s needs %d healthy of %d expected %s", pdb.SpecString(p), b.DesiredHealthy, b.ExpectedPods, evidence.Word(int(b.ExpectedPods), "pod", "pods"))
 	default: // ReasonUnhealthyPods alone
 		return fmt.Sprintf("only %d of %d expected pods are healthy and %s needs %d", b.CurrentHealthy, b.ExpectedPods, pdb.SpecString(p), b.DesiredHealthy)
 	}
-}
-
-func pluralWord(n int, w string) string {
-	if n == 1 {
-		return w
-	}
-	return w + "s"
 }
 
 // ownersPhrase renders " (Deployment nginx, 1 replica)" for the title.
@@ -203,18 +197,18 @@ func ownersPhrase(b pdb.Budget) string {
 	var parts []string
 	for _, c := range b.Controllers {
 		if c.Scale == pdb.ScaleKnown {
-			parts = append(parts, fmt.Sprintf("%s %s, %s", c.Kind, c.Name, plural(int(c.Replicas), "replica")))
+			parts = append(parts, fmt.Sprintf("%s %s, %s", c.Kind, c.Name, evidence.Plural(int(c.Replicas), "replica")))
 		} else {
 			parts = append(parts, c.Kind+" "+c.Name)
 		}
 	}
 	if n := len(b.Unmanaged); n > 0 {
-		parts = append(parts, plural(n, "bare pod"))
+		parts = append(parts, evidence.Plural(n, "bare pod"))
 	}
 	if len(parts) == 0 {
 		return ""
 	}
-	return " (" + joinCapped(parts) + ")"
+	return " (" + evidence.Join(parts) + ")"
 }
 
 func specLine(p *policyv1.PodDisruptionBudget, pods int) string {
@@ -227,7 +221,7 @@ func specLine(p *policyv1.PodDisruptionBudget, pods int) string {
 	}
 	line := fmt.Sprintf("spec: %s; selector %s", pdb.SpecString(p), sel)
 	if pods >= 0 {
-		line += " selects " + plural(pods, "pod")
+		line += " selects " + evidence.Plural(pods, "pod")
 	}
 	if pol := p.Spec.UnhealthyPodEvictionPolicy; pol != nil {
 		line += "; unhealthyPodEvictionPolicy=" + string(*pol)
@@ -246,11 +240,11 @@ func statusLine(p *policyv1.PodDisruptionBudget) string {
 // computedLine cross-checks the status with kdiag's own computation.
 func computedLine(p *policyv1.PodDisruptionBudget, b pdb.Budget) string {
 	if b.SyncError != "" {
-		return "computed by kdiag: the disruption controller cannot compute this budget (" + short(b.SyncError) +
+		return "computed by kdiag: the disruption controller cannot compute this budget (" + evidence.Short(b.SyncError) +
 			") and fails safe to disruptionsAllowed=0"
 	}
 	line := fmt.Sprintf("computed by kdiag from the spec and %s: expectedPods=%d desiredHealthy=%d currentHealthy=%d disruptionsAllowed=%d",
-		plural(len(b.Members), "selected pod"), b.ExpectedPods, b.DesiredHealthy, b.CurrentHealthy, b.DisruptionsAllowed)
+		evidence.Plural(len(b.Members), "selected pod"), b.ExpectedPods, b.DesiredHealthy, b.CurrentHealthy, b.DisruptionsAllowed)
 	st := p.Status
 	switch {
 	case b.Indeterminate:
@@ -284,14 +278,14 @@ func ownerLines(ns string, b pdb.Budget) []string {
 		case pdb.ScaleUnknown:
 			line += " (replicas not read)"
 		}
-		out = append(out, fmt.Sprintf("%s, %s selected", line, plural(n, "pod")))
+		out = append(out, fmt.Sprintf("%s, %s selected", line, evidence.Plural(n, "pod")))
 	}
 	if len(b.Unmanaged) > 0 {
 		names := make([]string, len(b.Unmanaged))
 		for i, p := range b.Unmanaged {
 			names[i] = p.Name
 		}
-		out = append(out, fmt.Sprintf("%s without a controller: %s", plural(len(names), "selected pod"), joinCapped(names)))
+		out = append(out, fmt.Sprintf("%s without a controller: %s", evidence.Plural(len(names), "selected pod"), evidence.Join(names)))
 	}
 	return out
 }
@@ -317,10 +311,10 @@ func whyLines(p *policyv1.PodDisruptionBudget, b pdb.Budget, reasons []pdb.Reaso
 			}
 			line := fmt.Sprintf("why: currentHealthy=%d <= desiredHealthy=%d", b.CurrentHealthy, b.DesiredHealthy)
 			if len(names) > 0 {
-				line += "; not healthy: " + joinCapped(names)
+				line += "; not healthy: " + evidence.Join(names)
 			}
 			if m := b.Missing(); m > 0 {
-				line += fmt.Sprintf("; %s expected but missing", plural(int(m), "pod"))
+				line += fmt.Sprintf("; %s expected but missing", evidence.Plural(int(m), "pod"))
 			}
 			out = append(out, line)
 		}
@@ -331,17 +325,10 @@ func whyLines(p *policyv1.PodDisruptionBudget, b pdb.Budget, reasons []pdb.Reaso
 // pdbEventLines quotes the budget's own Warning events (for example the
 // disruption controller's CalculateExpectedPodCountFailed or UnmanagedPods).
 func (a *analysis) pdbEventLines(p *policyv1.PodDisruptionBudget) []string {
-	if a.gapped(cluster.ResEvents, p.Namespace) {
+	if evidence.Gapped(a.s, cluster.ResEvents, p.Namespace) {
 		return nil
 	}
-	evs := a.ix.EventsFor("PodDisruptionBudget", p.Namespace, p.Name)
-	var out []string
-	for i := len(evs) - 1; i >= 0 && len(out) < 3; i-- {
-		if evs[i].Type == corev1.EventTypeWarning {
-			out = append(out, eventLine(a.now, evs[i]))
-		}
-	}
-	return out
+	return evidence.LatestLines(a.now, a.ix.EventsFor("PodDisruptionBudget", p.Namespace, p.Name), 3, evidence.IsWarning)
 }
 
 func explain(reasons []pdb.Reason, stale bool, b pdb.Budget) string {
@@ -386,7 +373,7 @@ func (a *analysis) pdbRemediation(p *policyv1.PodDisruptionBudget, b pdb.Budget,
 		desc := fmt.Sprintf("Relax the budget (%s): %s", strings.Join(r.Changes, ", "), r.TradeOff)
 		switch {
 		case r.After.DisruptionsAllowed >= 1:
-			desc += fmt.Sprintf(". With the current pods it then allows %s", plural(int(r.After.DisruptionsAllowed), "disruption"))
+			desc += fmt.Sprintf(". With the current pods it then allows %s", evidence.Plural(int(r.After.DisruptionsAllowed), "disruption"))
 		case r.UnreadyEvictable:
 			desc += ". Drains can then evict the unready pods; Ready ones stay protected until the others recover"
 		}
@@ -399,8 +386,8 @@ func (a *analysis) pdbRemediation(p *policyv1.PodDisruptionBudget, b pdb.Budget,
 			names = append(names, m.Pod.Name)
 		}
 		if len(names) > 0 {
-			if len(names) > maxListed {
-				names = names[:maxListed]
+			if len(names) > evidence.MaxListed {
+				names = names[:evidence.MaxListed]
 			}
 			rem = append(rem, findings.Inspect("See why the pods are not healthy", fmt.Sprintf("kubectl describe pods -n %s %s", p.Namespace, strings.Join(names, " "))))
 		}

@@ -7,19 +7,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/duration"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
-
-// maxListed caps lists in evidence: the first maxListed items, then a line
-// saying how many more there are.
-const maxListed = 5
-
-// maxMessage caps kubelet, scheduler and controller messages in evidence.
-const maxMessage = 300
 
 // stuckAfter is how long a pod may stay Pending (unbound, or bound with
 // containers not yet created) or Terminating past its grace period before
@@ -27,112 +19,13 @@ const maxMessage = 300
 // well within it.
 const stuckAfter = 5 * time.Minute
 
-// capped returns the first maxListed items and, when there are more, a line
-// "... and N more".
-func capped(items []string) []string {
-	if len(items) <= maxListed {
-		return items
-	}
-	out := append([]string(nil), items[:maxListed]...)
-	return append(out, fmt.Sprintf("... and %d more", len(items)-maxListed))
-}
-
-// ago renders how long before now t was, as kubectl does ("12m ago").
-func ago(now, t time.Time) string {
-	if t.IsZero() {
-		return "at an unknown time"
-	}
-	d := now.Sub(t)
-	if d < 0 {
-		return duration.HumanDuration(-d) + " in the future (clock skew)"
-	}
-	return duration.HumanDuration(d) + " ago"
-}
-
-// stamp renders a timestamp and its age: "2026-05-20T11:48:00Z (12m ago)".
-func stamp(now time.Time, t metav1.Time) string {
-	if t.IsZero() {
-		return "unknown"
-	}
-	return t.UTC().Format(time.RFC3339) + " (" + ago(now, t.Time) + ")"
-}
-
-// short collapses whitespace and caps a message for evidence.
-func short(msg string) string {
-	msg = strings.Join(strings.Fields(msg), " ")
-	if r := []rune(msg); len(r) > maxMessage {
-		return string(r[:maxMessage]) + "…"
-	}
-	return msg
-}
-
-// plural returns "1 pod" or "3 pods".
-func plural(n int, word string) string {
-	if n == 1 {
-		return fmt.Sprintf("%d %s", n, word)
-	}
-	return fmt.Sprintf("%d %ss", n, word)
-}
-
-// gapped reports whether resource r could not be read for namespace ns (a
-// gap for all namespaces covers every one). Checks skip what a gap covers
-// and never conclude from the absence of its objects.
-func gapped(s *cluster.Snapshot, r cluster.Resource, ns string) bool {
-	for _, g := range s.Gaps {
-		if g.Resource == r && (g.Namespace == "" || g.Namespace == ns) {
-			return true
-		}
-	}
-	return false
-}
-
-// eventCount returns how many times an event was seen.
-func eventCount(e *corev1.Event) int32 {
-	if e.Series != nil && e.Series.Count > 0 {
-		return e.Series.Count
-	}
-	if e.Count > 0 {
-		return e.Count
-	}
-	return 1
-}
-
-// eventLine renders an event for evidence:
-// "event Warning Failed x3, last 2m ago: Failed to pull image ...".
-func eventLine(now time.Time, e *corev1.Event) string {
-	line := fmt.Sprintf("event %s %s x%d", e.Type, e.Reason, eventCount(e))
-	if t := cluster.EventTime(e); !t.IsZero() {
-		line += ", last " + ago(now, t.Time)
-	}
-	if e.Message != "" {
-		line += ": " + short(e.Message)
-	}
-	return line
-}
-
 // podEvents returns the events about a pod, oldest first, or nil when the
 // events of its namespace were not read.
 func podEvents(s *cluster.Snapshot, p *corev1.Pod) []*corev1.Event {
-	if gapped(s, cluster.ResEvents, p.Namespace) {
+	if evidence.Gapped(s, cluster.ResEvents, p.Namespace) {
 		return nil
 	}
 	return s.Index().EventsFor("Pod", p.Namespace, p.Name)
-}
-
-// latestEvent returns the most recent of evs (oldest first) that keep
-// accepts, or nil.
-func latestEvent(evs []*corev1.Event, keep func(*corev1.Event) bool) *corev1.Event {
-	for i := len(evs) - 1; i >= 0; i-- {
-		if keep(evs[i]) {
-			return evs[i]
-		}
-	}
-	return nil
-}
-
-// terminal reports whether the pod has finished (Succeeded or Failed).
-func terminal(p *corev1.Pod) bool {
-	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 }
 
 // containerStatuses calls fn for every init and app container status of
@@ -144,21 +37,6 @@ func containerStatuses(p *corev1.Pod, fn func(cs *corev1.ContainerStatus, init b
 	for i := range p.Status.ContainerStatuses {
 		fn(&p.Status.ContainerStatuses[i], false)
 	}
-}
-
-// containerSpec returns the named container (or init container) of a pod,
-// or nil.
-func containerSpec(p *corev1.Pod, name string, init bool) *corev1.Container {
-	list := p.Spec.Containers
-	if init {
-		list = p.Spec.InitContainers
-	}
-	for i := range list {
-		if list[i].Name == name {
-			return &list[i]
-		}
-	}
-	return nil
 }
 
 // containerWord names a container for evidence: "container app" or
@@ -216,7 +94,7 @@ func (g *group) ofReplicas() string {
 	if g.owner.Replicas != nil {
 		return fmt.Sprintf("%d of %d pods", len(g.pods), *g.owner.Replicas)
 	}
-	return plural(len(g.pods), "pod")
+	return evidence.Plural(len(g.pods), "pod")
 }
 
 // groups collects groups by owner and an extra key, in a stable order.
@@ -266,7 +144,7 @@ func (gs *groups) sorted() []*group {
 func sortedPods(s *cluster.Snapshot) []*corev1.Pod {
 	out := make([]*corev1.Pod, 0, len(s.Pods))
 	for i := range s.Pods {
-		if !gapped(s, cluster.ResPods, s.Pods[i].Namespace) {
+		if !evidence.Gapped(s, cluster.ResPods, s.Pods[i].Namespace) {
 			out = append(out, &s.Pods[i])
 		}
 	}

@@ -5,14 +5,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/duration"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -46,7 +45,7 @@ func (rf *replicaFailure) add(prefix, msg string) {
 		return
 	}
 	rf.shown[key] = true
-	rf.lines = append(rf.lines, prefix+": "+short(msg))
+	rf.lines = append(rf.lines, prefix+": "+evidence.Short(msg))
 	if rf.message == "" {
 		rf.message = key
 	}
@@ -69,20 +68,20 @@ func replicaFailures(s *cluster.Snapshot) []findings.Finding {
 	}
 	for i := range s.Deployments {
 		d := &s.Deployments[i]
-		if gapped(s, cluster.ResDeployments, d.Namespace) {
+		if evidence.Gapped(s, cluster.ResDeployments, d.Namespace) {
 			continue
 		}
 		for _, c := range d.Status.Conditions {
 			if c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue {
 				rf := get(d.Namespace, "Deployment", d.Name)
 				rf.add(fmt.Sprintf("deployment status.conditions[ReplicaFailure].status=True reason=%s since %s",
-					c.Reason, stamp(now, c.LastTransitionTime)), c.Message)
+					c.Reason, evidence.Stamp(now, c.LastTransitionTime)), c.Message)
 			}
 		}
 	}
 	for i := range s.ReplicaSets {
 		rs := &s.ReplicaSets[i]
-		if gapped(s, cluster.ResReplicaSets, rs.Namespace) {
+		if evidence.Gapped(s, cluster.ResReplicaSets, rs.Namespace) {
 			continue
 		}
 		for _, c := range rs.Status.Conditions {
@@ -90,7 +89,7 @@ func replicaFailures(s *cluster.Snapshot) []findings.Finding {
 				kind, name := topOfReplicaSet(rs)
 				rf := get(rs.Namespace, kind, name)
 				rf.add(fmt.Sprintf("replicaset %s status.conditions[ReplicaFailure].status=True reason=%s since %s",
-					rs.Name, c.Reason, stamp(now, c.LastTransitionTime)), c.Message)
+					rs.Name, c.Reason, evidence.Stamp(now, c.LastTransitionTime)), c.Message)
 			}
 		}
 	}
@@ -98,7 +97,7 @@ func replicaFailures(s *cluster.Snapshot) []findings.Finding {
 		e := &s.Events[i]
 		o := e.InvolvedObject
 		if e.Reason != "FailedCreate" || e.Type != corev1.EventTypeWarning || !failedCreateKind(o.Kind) ||
-			gapped(s, cluster.ResEvents, o.Namespace) {
+			evidence.Gapped(s, cluster.ResEvents, o.Namespace) {
 			continue
 		}
 		kind, name, missing, known := missingPods(s, ix, o.Kind, o.Namespace, o.Name)
@@ -107,7 +106,7 @@ func replicaFailures(s *cluster.Snapshot) []findings.Finding {
 		}
 		rf := get(o.Namespace, kind, name)
 		rf.add(fmt.Sprintf("%s %s event Warning FailedCreate x%d, last %s", strings.ToLower(o.Kind), o.Name,
-			eventCount(e), ago(now, cluster.EventTime(e).Time)), e.Message)
+			evidence.EventCount(e), evidence.Ago(now, cluster.EventTime(e).Time)), e.Message)
 	}
 
 	keys := make([]string, 0, len(byKey))
@@ -122,8 +121,8 @@ func replicaFailures(s *cluster.Snapshot) []findings.Finding {
 		out = append(out, findings.Finding{
 			ID: idReplicaFailure, Severity: findings.Critical, Area: findings.AreaWorkload,
 			Object:   findings.ObjectRef{Kind: rf.kind, Namespace: rf.ns, Name: rf.name},
-			Title:    fmt.Sprintf("%s %s/%s cannot create its pods: %s", rf.kind, rf.ns, rf.name, short(rf.message)),
-			Evidence: capped(rf.lines),
+			Title:    fmt.Sprintf("%s %s/%s cannot create its pods: %s", rf.kind, rf.ns, rf.name, evidence.Short(rf.message)),
+			Evidence: evidence.Capped(rf.lines),
 			Explanation: "The API server refuses the pods the controller tries to create, so the workload runs fewer " +
 				"replicas than it should and no pod-level check can see why. The message names the cause: a ResourceQuota " +
 				"that is used up, a LimitRange the pod violates, PodSecurity admission, an admission webhook that rejects " +
@@ -159,17 +158,17 @@ func missingPods(s *cluster.Snapshot, ix *cluster.Index, kind, ns, name string) 
 			k, n := topOfReplicaSet(rs)
 			return k, n, rs.Status.Replicas < replicas(rs.Spec.Replicas), true
 		}
-		return kind, name, false, !gapped(s, cluster.ResReplicaSets, ns)
+		return kind, name, false, !evidence.Gapped(s, cluster.ResReplicaSets, ns)
 	case "StatefulSet":
 		if st := ix.StatefulSet(ns, name); st != nil {
 			return kind, name, st.Status.Replicas < replicas(st.Spec.Replicas), true
 		}
-		return kind, name, false, !gapped(s, cluster.ResStatefulSets, ns)
+		return kind, name, false, !evidence.Gapped(s, cluster.ResStatefulSets, ns)
 	case "DaemonSet":
 		if ds := ix.DaemonSet(ns, name); ds != nil {
 			return kind, name, ds.Status.CurrentNumberScheduled < ds.Status.DesiredNumberScheduled, true
 		}
-		return kind, name, false, !gapped(s, cluster.ResDaemonSets, ns)
+		return kind, name, false, !evidence.Gapped(s, cluster.ResDaemonSets, ns)
 	}
 	return kind, name, false, false
 }
@@ -193,7 +192,7 @@ func rolloutsStuck(s *cluster.Snapshot) []findings.Finding {
 	var stuck []*appsv1.Deployment
 	for i := range s.Deployments {
 		d := &s.Deployments[i]
-		if gapped(s, cluster.ResDeployments, d.Namespace) || d.Spec.Paused {
+		if evidence.Gapped(s, cluster.ResDeployments, d.Namespace) || d.Spec.Paused {
 			continue
 		}
 		for _, c := range d.Status.Conditions {
@@ -240,7 +239,7 @@ func rolloutsStuck(s *cluster.Snapshot) []findings.Finding {
 		}
 		ev := []string{
 			fmt.Sprintf("status.conditions[Progressing].status=False reason=ProgressDeadlineExceeded since %s: %s",
-				stamp(now, c.LastTransitionTime), short(c.Message)),
+				evidence.Stamp(now, c.LastTransitionTime), evidence.Short(c.Message)),
 			fmt.Sprintf("spec.replicas=%d, status: updatedReplicas=%d readyReplicas=%d availableReplicas=%d unavailableReplicas=%d",
 				want, d.Status.UpdatedReplicas, d.Status.ReadyReplicas, d.Status.AvailableReplicas, d.Status.UnavailableReplicas),
 			fmt.Sprintf("spec.progressDeadlineSeconds=%d", deadline),
@@ -250,7 +249,7 @@ func rolloutsStuck(s *cluster.Snapshot) []findings.Finding {
 				rss[0].Status.ReadyReplicas, replicas(rss[0].Spec.Replicas)))
 		}
 		title := fmt.Sprintf("Deployment %s/%s rollout stuck for %s: %d of %d replicas updated",
-			d.Namespace, d.Name, durationSince(now, c.LastTransitionTime), d.Status.UpdatedReplicas, want)
+			d.Namespace, d.Name, evidence.Since(now, c.LastTransitionTime), d.Status.UpdatedReplicas, want)
 		if len(rss) > 0 {
 			title += fmt.Sprintf(", new ReplicaSet %s has %d ready", rss[0].Name, rss[0].Status.ReadyReplicas)
 		}
@@ -285,14 +284,6 @@ func revision(rs *appsv1.ReplicaSet) int64 {
 		return 0
 	}
 	return n
-}
-
-// durationSince renders how long ago t was as a duration ("12m").
-func durationSince(now time.Time, t metav1.Time) string {
-	if t.IsZero() {
-		return "an unknown time"
-	}
-	return duration.HumanDuration(now.Sub(t.Time))
 }
 
 // labelFlag renders the Deployment's matchLabels as a kubectl -l flag.

@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -76,9 +78,9 @@ func terminationLine(s *cluster.Snapshot, t *corev1.ContainerStateTerminated) st
 	if m := exitCodeMeaning(t.ExitCode, t.Reason); m != "" {
 		line += " (" + m + ")"
 	}
-	line += " finishedAt=" + stamp(s.TakenAt, t.FinishedAt)
+	line += " finishedAt=" + evidence.Stamp(s.TakenAt, t.FinishedAt)
 	if t.Message != "" {
-		line += ", message: " + short(t.Message)
+		line += ", message: " + evidence.Short(t.Message)
 	}
 	return line
 }
@@ -98,7 +100,7 @@ func crashLoops(s *cluster.Snapshot) []findings.Finding {
 	lasts := map[*group]*lastExit{}
 	livenessKilled := map[*group]int{}
 	for _, p := range sortedPods(s) {
-		if terminal(p) || p.DeletionTimestamp != nil {
+		if podready.Terminal(p) || p.DeletionTimestamp != nil {
 			continue
 		}
 		containerStatuses(p, func(cs *corev1.ContainerStatus, init bool) {
@@ -121,10 +123,10 @@ func crashLoops(s *cluster.Snapshot) []findings.Finding {
 			} else if !le.has && cs.RestartCount >= le.restarts {
 				le.container, le.restarts = cs.Name, cs.RestartCount
 			}
-			if k := latestEvent(podEvents(s, p), func(e *corev1.Event) bool {
+			if k := evidence.LatestEvent(podEvents(s, p), func(e *corev1.Event) bool {
 				return e.Reason == "Killing" && strings.Contains(e.Message, "liveness probe") && containerOf(e) == cs.Name
 			}); k != nil {
-				line += "; " + eventLine(now, k)
+				line += "; " + evidence.EventLine(now, k)
 				livenessKilled[g]++
 			}
 			g.add(p, line)
@@ -136,11 +138,11 @@ func crashLoops(s *cluster.Snapshot) []findings.Finding {
 		le := lasts[g]
 		title := fmt.Sprintf("%s: %s in CrashLoopBackOff", g.subject(), g.ofReplicas())
 		if le.has {
-			title += fmt.Sprintf(" (container %s: last exit code %d, %s, after %s)", le.container, le.code, le.reason, plural(int(le.restarts), "restart"))
+			title += fmt.Sprintf(" (container %s: last exit code %d, %s, after %s)", le.container, le.code, le.reason, evidence.Plural(int(le.restarts), "restart"))
 		} else {
-			title += fmt.Sprintf(" (container %s, %s)", le.container, plural(int(le.restarts), "restart"))
+			title += fmt.Sprintf(" (container %s, %s)", le.container, evidence.Plural(int(le.restarts), "restart"))
 		}
-		ev := capped(g.lines)
+		ev := evidence.Capped(g.lines)
 		codes := exitCodeTally(s, g)
 		if codes != "" {
 			ev = append(ev, "last exit codes across the group: "+codes)
@@ -197,7 +199,7 @@ func exitCodeTally(s *cluster.Snapshot, g *group) string {
 	})
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s in %s", k, plural(tally[k], "container"))
+		parts[i] = fmt.Sprintf("%s in %s", k, evidence.Plural(tally[k], "container"))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -56,7 +58,7 @@ func createErrors(s *cluster.Snapshot) []findings.Finding {
 	var gs groups
 	msgs := map[*group]string{}
 	for _, p := range sortedPods(s) {
-		if terminal(p) || p.DeletionTimestamp != nil {
+		if podready.Terminal(p) || p.DeletionTimestamp != nil {
 			continue
 		}
 		containerStatuses(p, func(cs *corev1.ContainerStatus, init bool) {
@@ -70,15 +72,15 @@ func createErrors(s *cluster.Snapshot) []findings.Finding {
 			g := gs.get(s, p, cs.Name+"\x00"+w.Reason)
 			line := fmt.Sprintf("%s/%s %s: state.waiting.reason=%s", p.Namespace, p.Name, containerWord(cs.Name, init), w.Reason)
 			if w.Message != "" {
-				line += ", message: " + short(w.Message)
+				line += ", message: " + evidence.Short(w.Message)
 				if msgs[g] == "" {
 					msgs[g] = w.Message
 				}
 			}
-			if e := latestEvent(podEvents(s, p), func(e *corev1.Event) bool {
+			if e := evidence.LatestEvent(podEvents(s, p), func(e *corev1.Event) bool {
 				return e.Type == corev1.EventTypeWarning && e.Reason == "Failed" && (containerOf(e) == "" || containerOf(e) == cs.Name)
 			}); e != nil {
-				line += "; " + eventLine(now, e)
+				line += "; " + evidence.EventLine(now, e)
 				if msgs[g] == "" {
 					msgs[g] = e.Message
 				}
@@ -92,7 +94,7 @@ func createErrors(s *cluster.Snapshot) []findings.Finding {
 		ctr, reason, _ := strings.Cut(g.key, "\x00")
 		title := fmt.Sprintf("%s: %s cannot start container %s (%s)", g.subject(), g.ofReplicas(), ctr, reason)
 		if m := msgs[g]; m != "" {
-			title += ": " + short(m)
+			title += ": " + evidence.Short(m)
 		}
 		p := g.pods[0]
 		rem := []findings.Remediation{
@@ -108,7 +110,7 @@ func createErrors(s *cluster.Snapshot) []findings.Finding {
 		rem = append(rem, ownerCommands(g)...)
 		out = append(out, findings.Finding{
 			ID: idCreateError, Severity: findings.Critical, Area: findings.AreaWorkload,
-			Object: g.object(), Title: title, Evidence: capped(g.lines),
+			Object: g.object(), Title: title, Evidence: evidence.Capped(g.lines),
 			Explanation: "The pod was scheduled but its container never starts: " + createReason(reason) +
 				". The kubelet retries, so the pod recovers by itself once the reference exists or the spec is fixed.",
 			Remediation: rem,

@@ -6,6 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -62,7 +64,7 @@ func imagePullErrors(s *cluster.Snapshot) []findings.Finding {
 	registryAnswer := map[*group]string{}
 	reasons := map[*group]string{}
 	for _, p := range sortedPods(s) {
-		if terminal(p) || p.DeletionTimestamp != nil {
+		if podready.Terminal(p) || p.DeletionTimestamp != nil {
 			continue
 		}
 		containerStatuses(p, func(cs *corev1.ContainerStatus, init bool) {
@@ -71,24 +73,24 @@ func imagePullErrors(s *cluster.Snapshot) []findings.Finding {
 				return
 			}
 			image := cs.Image
-			if c := containerSpec(p, cs.Name, init); c != nil {
+			if c := podready.Container(&p.Spec, cs.Name, init); c != nil {
 				image = c.Image
 			}
 			g := gs.get(s, p, image)
 			line := fmt.Sprintf("%s/%s %s image %q: state.waiting.reason=%s", p.Namespace, p.Name, containerWord(cs.Name, init), image, w.Reason)
 			if w.Message != "" {
-				line += ", message: " + short(w.Message)
+				line += ", message: " + evidence.Short(w.Message)
 			}
 			if _, ok := reasons[g]; !ok || w.Reason != "ImagePullBackOff" {
 				reasons[g] = w.Reason
 			}
 			// The kubelet's Failed event quotes the registry's answer;
 			// the waiting message often only says "Back-off pulling image".
-			if e := latestEvent(podEvents(s, p), func(e *corev1.Event) bool {
+			if e := evidence.LatestEvent(podEvents(s, p), func(e *corev1.Event) bool {
 				return e.Type == corev1.EventTypeWarning && e.Reason == "Failed" && strings.Contains(e.Message, "image") &&
 					(containerOf(e) == "" || containerOf(e) == cs.Name)
 			}); e != nil {
-				line += "; " + eventLine(now, e)
+				line += "; " + evidence.EventLine(now, e)
 				if _, ok := registryAnswer[g]; !ok {
 					registryAnswer[g] = e.Message
 				}
@@ -107,7 +109,7 @@ func imagePullErrors(s *cluster.Snapshot) []findings.Finding {
 		if cause != "" {
 			title += ": " + cause
 		}
-		ev := capped(g.lines)
+		ev := evidence.Capped(g.lines)
 		if secrets := pullSecrets(g.pods[0]); secrets != "" {
 			ev = append(ev, "spec.imagePullSecrets="+secrets)
 		} else {

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/lab/kubelet"
@@ -163,7 +164,7 @@ func TestIntegrationWorkload(t *testing.T) {
 		ix := snap.Index()
 		big := false
 		for _, p := range ix.PodsInNamespace(itNS) {
-			if c := podCondition(p, corev1.PodScheduled); p.Labels["app"] == "big" && c != nil && c.Reason == corev1.PodReasonUnschedulable {
+			if c := podready.Condition(p, corev1.PodScheduled); p.Labels["app"] == "big" && c != nil && c.Reason == corev1.PodReasonUnschedulable {
 				big = true
 			}
 		}

@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -58,7 +60,7 @@ func probeLine(p *corev1.Probe) string {
 	case p.GRPC != nil:
 		h = fmt.Sprintf("grpc :%d", p.GRPC.Port)
 	case p.Exec != nil:
-		h = "exec " + short(strings.Join(p.Exec.Command, " "))
+		h = "exec " + evidence.Short(strings.Join(p.Exec.Command, " "))
 	default:
 		h = "no handler"
 	}
@@ -102,7 +104,7 @@ func probeFailures(s *cluster.Snapshot) []findings.Finding {
 	}
 	for i := range s.Events {
 		e := &s.Events[i]
-		if e.Reason != "Unhealthy" || e.InvolvedObject.Kind != "Pod" || gapped(s, cluster.ResEvents, e.InvolvedObject.Namespace) {
+		if e.Reason != "Unhealthy" || e.InvolvedObject.Kind != "Pod" || evidence.Gapped(s, cluster.ResEvents, e.InvolvedObject.Namespace) {
 			continue
 		}
 		kind, detail := probeKind(e.Message)
@@ -112,7 +114,7 @@ func probeFailures(s *cluster.Snapshot) []findings.Finding {
 		ns, name, ctr := e.InvolvedObject.Namespace, e.InvolvedObject.Name, containerOf(e)
 		p := pods[[2]string{ns, name}]
 		if p == nil {
-			if !gapped(s, cluster.ResPods, ns) {
+			if !evidence.Gapped(s, cluster.ResPods, ns) {
 				continue // the pod is gone: its old events say nothing about now
 			}
 			// Pods not read: the event alone is the evidence.
@@ -120,17 +122,17 @@ func probeFailures(s *cluster.Snapshot) []findings.Finding {
 			p.Namespace, p.Name = ns, name
 			pods[[2]string{ns, name}] = p
 		}
-		if terminal(p) {
+		if podready.Terminal(p) {
 			continue
 		}
 		g := gs.get(s, p, ctr+"\x00"+kind)
 		x := st[g]
 		if x == nil {
 			x = &stats{kind: kind, ctr: ctr, perPod: map[*corev1.Pod]int32{}, podLast: map[*corev1.Pod]time.Time{}, podMsg: map[*corev1.Pod]string{}}
-			x.probe = probeSpec(containerSpec(p, ctr, false), kind)
+			x.probe = probeSpec(podready.Container(&p.Spec, ctr, false), kind)
 			st[g] = x
 		}
-		n := eventCount(e)
+		n := evidence.EventCount(e)
 		t := cluster.EventTime(e).Time
 		x.count += n
 		x.perPod[p] += n
@@ -153,7 +155,7 @@ func probeFailures(s *cluster.Snapshot) []findings.Finding {
 		notReady := 0
 		for _, p := range g.pods {
 			line := fmt.Sprintf("%s/%s container %s: %s probe failed x%d, last %s: %s", p.Namespace, p.Name, x.ctr,
-				x.kind, x.perPod[p], ago(now, x.podLast[p]), short(x.podMsg[p]))
+				x.kind, x.perPod[p], evidence.Ago(now, x.podLast[p]), evidence.Short(x.podMsg[p]))
 			if cs := statusOf(p, x.ctr); cs != nil {
 				line += fmt.Sprintf(" (ready=%t, restartCount=%d)", cs.Ready, cs.RestartCount)
 				if !cs.Ready {
@@ -163,7 +165,7 @@ func probeFailures(s *cluster.Snapshot) []findings.Finding {
 			}
 			lines = append(lines, line)
 		}
-		ev = append(ev, capped(lines)...)
+		ev = append(ev, evidence.Capped(lines)...)
 		if x.probe != nil {
 			ev = append(ev, fmt.Sprintf("spec.containers[%s].%sProbe: %s", x.ctr, lower, probeLine(x.probe)))
 		}
@@ -172,18 +174,18 @@ func probeFailures(s *cluster.Snapshot) []findings.Finding {
 			for _, p := range g.pods {
 				for _, e := range podEvents(s, p) {
 					if e.Reason == "Killing" && containerOf(e) == x.ctr && strings.Contains(e.Message, "liveness probe") {
-						kills += int(eventCount(e))
+						kills += int(evidence.EventCount(e))
 					}
 				}
 			}
 			if kills > 0 {
-				ev = append(ev, fmt.Sprintf("the kubelet restarted the container %s after failed liveness probes (Killing events)", plural(kills, "time")))
+				ev = append(ev, fmt.Sprintf("the kubelet restarted the container %s after failed liveness probes (Killing events)", evidence.Plural(kills, "time")))
 			}
 		}
 		title := fmt.Sprintf("%s: %s probe of container %s failed %d times on %s, last %s (%s)", g.subject(), x.kind, x.ctr,
-			x.count, plural(len(g.pods), "pod"), ago(now, x.last), short(x.lastMsg))
+			x.count, evidence.Plural(len(g.pods), "pod"), evidence.Ago(now, x.last), evidence.Short(x.lastMsg))
 		if x.kind == "Readiness" && notReady > 0 {
-			title += fmt.Sprintf("; %s not ready", plural(notReady, "pod"))
+			title += fmt.Sprintf("; %s not ready", evidence.Plural(notReady, "pod"))
 		}
 		p := g.pods[0]
 		rem := []findings.Remediation{

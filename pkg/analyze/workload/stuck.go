@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -16,7 +18,7 @@ import (
 // nodeState renders whether the node a pod is bound to is Ready, or "" when
 // it is Ready or unknown.
 func nodeState(s *cluster.Snapshot, node string) string {
-	if node == "" || gapped(s, cluster.ResNodes, "") {
+	if node == "" || evidence.Gapped(s, cluster.ResNodes, "") {
 		return ""
 	}
 	n := s.Index().Node(node)
@@ -53,7 +55,7 @@ func stuckCreating(s *cluster.Snapshot) []findings.Finding {
 			continue
 		}
 		since := p.CreationTimestamp.Time
-		if c := podCondition(p, corev1.PodScheduled); c != nil && c.Status == corev1.ConditionTrue && !c.LastTransitionTime.IsZero() {
+		if c := podready.Condition(p, corev1.PodScheduled); c != nil && c.Status == corev1.ConditionTrue && !c.LastTransitionTime.IsZero() {
 			since = c.LastTransitionTime.Time
 		}
 		if since.IsZero() || now.Sub(since) <= stuckAfter {
@@ -72,7 +74,7 @@ func stuckCreating(s *cluster.Snapshot) []findings.Finding {
 				}
 				waiting = append(waiting, containerWord(cs.Name, init)+" "+r)
 			case init && cs.State.Running != nil:
-				waiting = append(waiting, containerWord(cs.Name, init)+" running since "+stamp(now, cs.State.Running.StartedAt))
+				waiting = append(waiting, containerWord(cs.Name, init)+" running since "+evidence.Stamp(now, cs.State.Running.StartedAt))
 			}
 		})
 		if covered {
@@ -87,18 +89,15 @@ func stuckCreating(s *cluster.Snapshot) []findings.Finding {
 		if st := nodeState(s, p.Spec.NodeName); st != "" {
 			line += "; " + st
 		}
-		evs := podEvents(s, p)
-		var warn []string
-		for i := len(evs) - 1; i >= 0 && len(warn) < 3; i-- {
-			if evs[i].Type == corev1.EventTypeWarning {
-				warn = append(warn, eventLine(now, evs[i]))
-				if firstWarning[g] == "" {
-					firstWarning[g] = evs[i].Reason + ": " + short(evs[i].Message)
-				}
+		if warn := evidence.Latest(podEvents(s, p), 3, evidence.IsWarning); len(warn) > 0 {
+			if firstWarning[g] == "" {
+				firstWarning[g] = warn[0].Reason + ": " + evidence.Short(warn[0].Message)
 			}
-		}
-		if len(warn) > 0 {
-			line += "; " + strings.Join(warn, "; ")
+			lines := make([]string, len(warn))
+			for i, e := range warn {
+				lines[i] = evidence.EventLine(now, e)
+			}
+			line += "; " + strings.Join(lines, "; ")
 		}
 		g.add(p, line)
 		if nodes[g] == nil {
@@ -118,7 +117,7 @@ func stuckCreating(s *cluster.Snapshot) []findings.Finding {
 		}
 		sort.Strings(ns)
 		title := fmt.Sprintf("%s: %s stuck starting for up to %s on %s", g.subject(), g.ofReplicas(),
-			duration.HumanDuration(oldest[g]), strings.Join(capped(ns), ", "))
+			duration.HumanDuration(oldest[g]), strings.Join(evidence.Capped(ns), ", "))
 		if w := firstWarning[g]; w != "" {
 			title += " (" + w + ")"
 		}
@@ -131,7 +130,7 @@ func stuckCreating(s *cluster.Snapshot) []findings.Finding {
 		}
 		out = append(out, findings.Finding{
 			ID: idStuckCreating, Severity: findings.Warning, Area: findings.AreaWorkload,
-			Object: g.object(), Title: title, Evidence: capped(g.lines),
+			Object: g.object(), Title: title, Evidence: evidence.Capped(g.lines),
 			Explanation: "The pods were scheduled but their containers have not started. The kubelet's warnings name the " +
 				"step that fails: FailedMount or FailedAttachVolume (a missing ConfigMap or Secret volume, a volume still " +
 				"attached elsewhere, a CSI driver error), FailedCreatePodSandBox (the CNI plugin cannot set up the pod " +
@@ -182,12 +181,12 @@ func stuckTerminating(s *cluster.Snapshot) []findings.Finding {
 		title := fmt.Sprintf("%s: %s stuck Terminating, up to %s past the grace period", g.subject(), g.ofReplicas(), duration.HumanDuration(oldest[g]))
 		var causes []string
 		if deadNode[g] > 0 {
-			title += fmt.Sprintf("; %s on a node that is not Ready", plural(deadNode[g], "pod"))
+			title += fmt.Sprintf("; %s on a node that is not Ready", evidence.Plural(deadNode[g], "pod"))
 			causes = append(causes, "the kubelet of a node that is not Ready cannot confirm the containers stopped, so the "+
 				"API server keeps the pod until the node returns or its Node object is deleted")
 		}
 		if finalizers[g] > 0 {
-			title += fmt.Sprintf("; %s held by finalizers", plural(finalizers[g], "pod"))
+			title += fmt.Sprintf("; %s held by finalizers", evidence.Plural(finalizers[g], "pod"))
 			causes = append(causes, "a finalizer stays until the controller that owns it removes it; find out why that "+
 				"controller has not (it may be gone)")
 		}
@@ -206,7 +205,7 @@ func stuckTerminating(s *cluster.Snapshot) []findings.Finding {
 		}
 		out = append(out, findings.Finding{
 			ID: idStuckTerminating, Severity: findings.Warning, Area: findings.AreaWorkload,
-			Object: g.object(), Title: title, Evidence: capped(g.lines),
+			Object: g.object(), Title: title, Evidence: evidence.Capped(g.lines),
 			Explanation: "A deleted pod stays Terminating until its kubelet confirms its containers are gone and its " +
 				"finalizers are removed. Here " + strings.Join(causes, "; ") + ". While it stays, a StatefulSet cannot " +
 				"recreate a pod of the same name and its volumes stay attached. Force deletion (kubectl delete pod --force " +

@@ -9,19 +9,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/duration"
 
+	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
+	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
-
-// podCondition returns the pod's condition of the given type, or nil.
-func podCondition(p *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {
-	for i := range p.Status.Conditions {
-		if p.Status.Conditions[i].Type == t {
-			return &p.Status.Conditions[i]
-		}
-	}
-	return nil
-}
 
 // podRequests renders the summed CPU and memory requests of the pod's app
 // containers: "cpu 2, memory 4Gi".
@@ -101,20 +93,20 @@ func unschedulable(s *cluster.Snapshot) []findings.Finding {
 			continue
 		}
 		age := now.Sub(p.CreationTimestamp.Time)
-		c := podCondition(p, corev1.PodScheduled)
+		c := podready.Condition(p, corev1.PodScheduled)
 		switch {
 		case c != nil && c.Status == corev1.ConditionFalse && c.Reason != corev1.PodReasonSchedulingGated:
 			g := gs.get(s, p, "")
 			critical[g] = true
 			line := fmt.Sprintf("%s/%s: Pending, status.conditions[PodScheduled].status=False reason=%s since %s",
-				p.Namespace, p.Name, c.Reason, stamp(now, c.LastTransitionTime))
+				p.Namespace, p.Name, c.Reason, evidence.Stamp(now, c.LastTransitionTime))
 			if c.Message != "" {
-				messages[g] = appendUnique(messages[g], short(c.Message))
+				messages[g] = appendUnique(messages[g], evidence.Short(c.Message))
 			}
-			if e := latestEvent(podEvents(s, p), func(e *corev1.Event) bool { return e.Reason == "FailedScheduling" }); e != nil {
-				line += fmt.Sprintf("; FailedScheduling x%d, last %s", eventCount(e), ago(now, cluster.EventTime(e).Time))
+			if e := evidence.LatestEvent(podEvents(s, p), func(e *corev1.Event) bool { return e.Reason == "FailedScheduling" }); e != nil {
+				line += fmt.Sprintf("; FailedScheduling x%d, last %s", evidence.EventCount(e), evidence.Ago(now, cluster.EventTime(e).Time))
 				if e.Message != "" && c.Message == "" {
-					messages[g] = appendUnique(messages[g], short(e.Message))
+					messages[g] = appendUnique(messages[g], evidence.Short(e.Message))
 				}
 			}
 			g.add(p, line)
@@ -138,10 +130,10 @@ func unschedulable(s *cluster.Snapshot) []findings.Finding {
 	var out []findings.Finding
 	for _, g := range gs.sorted() {
 		p := g.pods[0]
-		ev := capped(g.lines)
+		ev := evidence.Capped(g.lines)
 		for i, m := range messages[g] {
-			if i == maxListed {
-				ev = append(ev, fmt.Sprintf("... and %d more scheduler messages", len(messages[g])-maxListed))
+			if i == evidence.MaxListed {
+				ev = append(ev, fmt.Sprintf("... and %d more scheduler messages", len(messages[g])-evidence.MaxListed))
 				break
 			}
 			ev = append(ev, "scheduler message: "+m)

@@ -31,7 +31,7 @@ func TestExplain(t *testing.T) {
 					ct.Event("Pod", "shop", "web-1", "Warning", "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503", time.Minute, 40))
 			},
 			want: []string{"Ready=False (ContainersNotReady) for 5m", "container app running for 20m but not ready (readiness probe failing)",
-				"event Unhealthy x40, last 60s ago: Readiness probe failed: HTTP probe failed with statuscode: 503"},
+				"event Warning Unhealthy x40, last 60s ago: Readiness probe failed: HTTP probe failed with statuscode: 503"},
 		},
 		{
 			name: "OOM-killed container restarting, on a NotReady node",
@@ -97,5 +97,82 @@ func setReady(p *corev1.Pod, st corev1.ConditionStatus, reason string) {
 			p.Status.Conditions[i].Reason = reason
 			p.Status.Conditions[i].LastTransitionTime = metav1.NewTime(ct.Now().Add(-5 * time.Minute))
 		}
+	}
+}
+
+func TestPredicates(t *testing.T) {
+	running := ct.RunningPod("shop", "web-1", "node-1", nil)
+	unready := ct.RunningPod("shop", "web-2", "node-1", nil)
+	setReady(&unready, corev1.ConditionFalse, "ContainersNotReady")
+	done := ct.RunningPod("shop", "job-1", "node-1", nil)
+	done.Status.Phase = corev1.PodSucceeded
+	failed := ct.RunningPod("shop", "job-2", "node-1", nil)
+	failed.Status.Phase = corev1.PodFailed
+	noConds := ct.RunningPod("shop", "web-3", "node-1", nil)
+	noConds.Status.Conditions = nil
+	cases := []struct {
+		name                string
+		p                   *corev1.Pod
+		ready, terminal, hasReady bool
+	}{
+		{"running and ready", &running, true, false, true},
+		{"running, not ready", &unready, false, false, true},
+		{"succeeded", &done, true, true, true},
+		{"failed", &failed, true, true, true},
+		{"no conditions", &noConds, false, false, false},
+	}
+	for _, tc := range cases {
+		if got := Ready(tc.p); got != tc.ready {
+			t.Errorf("%s: Ready = %t, want %t", tc.name, got, tc.ready)
+		}
+		if got := Terminal(tc.p); got != tc.terminal {
+			t.Errorf("%s: Terminal = %t, want %t", tc.name, got, tc.terminal)
+		}
+		if got := Condition(tc.p, corev1.PodReady) != nil; got != tc.hasReady {
+			t.Errorf("%s: has a Ready condition = %t, want %t", tc.name, got, tc.hasReady)
+		}
+	}
+}
+
+func TestContainer(t *testing.T) {
+	spec := &corev1.PodSpec{
+		InitContainers: []corev1.Container{{Name: "migrate"}},
+		Containers:     []corev1.Container{{Name: "app"}, {Name: "sidecar"}},
+	}
+	cases := []struct {
+		name string
+		init bool
+		want bool
+	}{
+		{"app", false, true},
+		{"sidecar", false, true},
+		{"migrate", true, true},
+		{"migrate", false, false}, // an init container is not an app container
+		{"app", true, false},
+		{"absent", false, false},
+	}
+	for _, tc := range cases {
+		c := Container(spec, tc.name, tc.init)
+		if (c != nil) != tc.want || (c != nil && c.Name != tc.name) {
+			t.Errorf("Container(%q, init=%t) = %+v, want found=%t", tc.name, tc.init, c, tc.want)
+		}
+	}
+}
+
+func TestExplainPods(t *testing.T) {
+	s := ct.Snapshot()
+	s.Nodes = []corev1.Node{ct.ReadyNode("node-1")}
+	for _, name := range []string{"web-1", "web-2", "web-3", "web-4"} {
+		p := ct.RunningPod("shop", name, "node-1", nil)
+		if name != "web-2" { // web-2 is ready: nothing to say about it
+			setReady(&p, corev1.ConditionFalse, "ContainersNotReady")
+		}
+		s.Pods = append(s.Pods, p)
+	}
+	pods := []*corev1.Pod{&s.Pods[0], &s.Pods[1], &s.Pods[2], &s.Pods[3]}
+	got := ExplainPods(s, pods, 3)
+	want := []string{"pod web-1: Ready=False (ContainersNotReady) for 5m", "pod web-3: Ready=False (ContainersNotReady) for 5m", "... and 1 more pods not shown"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("ExplainPods = %q, want %q", got, want)
 	}
 }
