@@ -194,6 +194,8 @@ type simulator struct {
 	podQueue  workqueue.TypedRateLimitingInterface[string]
 
 	leases *leases
+	// noPodCIDR remembers the nodes already warned about a missing podCIDR.
+	noPodCIDR sync.Map
 }
 
 func newSimulator(client kubernetes.Interface, opts Options) *simulator {

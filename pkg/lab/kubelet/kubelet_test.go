@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,7 +29,9 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // startFake runs the simulator against a fake clientset until the test ends.
 func startFake(t *testing.T, cs *fake.Clientset, opts Options) {
 	t.Helper()
-	opts.Logger = quiet
+	if opts.Logger == nil {
+		opts.Logger = quiet
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- newSimulator(cs, opts).run(ctx) }()
@@ -421,4 +424,47 @@ func TestRunRecreatesDeletedLeaseAndSurvivesConflicts(t *testing.T) {
 		l, err := leases.Get(ctx, "lab-node-1", metav1.GetOptions{})
 		return err == nil && conflicts.Load() == 2 && l.Spec.RenewTime.After(before.Spec.RenewTime.Time), nil
 	})
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestRunWarnsOnceAboutNodeWithoutPodCIDR(t *testing.T) {
+	var logs syncBuffer
+	cs := fake.NewClientset()
+	startFake(t, cs, Options{Nodes: 1, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	ctx := context.Background()
+	eventually(t, "node registered", func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().Nodes().Get(ctx, "lab-node-1", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	// The fake sets no creationTimestamp: the node looks ancient, so the
+	// simulator has waited long enough for a podCIDR.
+	for _, name := range []string{"a", "b"} {
+		if _, err := cs.CoreV1().Pods("shop").Create(ctx, scheduledPod("shop", name, "lab-node-1", nil), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "warning logged", func(context.Context) (bool, error) {
+		return strings.Contains(logs.String(), "node has no podCIDR"), nil
+	})
+	time.Sleep(200 * time.Millisecond)
+	if n := strings.Count(logs.String(), "node has no podCIDR"); n != 1 {
+		t.Errorf("warned %d times about the same node, want once:\n%s", n, logs.String())
+	}
 }

@@ -71,6 +71,12 @@ func (s *simulator) syncPod(ctx context.Context, key string) error {
 	}
 	if !ok {
 		s.log.Debug("pod waits for its node's podCIDR", "pod", key, "node", node.Name)
+		if s.now().Sub(node.CreationTimestamp.Time) > podCIDRPatience {
+			if _, warned := s.noPodCIDR.LoadOrStore(node.Name, true); !warned {
+				s.log.Warn("node has no podCIDR: its pods stay Pending (is kube-controller-manager's --cluster-cidr large enough for every node?)",
+					"node", node.Name, "age", s.now().Sub(node.CreationTimestamp.Time).Round(time.Second))
+			}
+		}
 		return nil
 	}
 	desired := desiredPodStatus(pod, net, metav1.NewTime(s.now().Truncate(time.Second)))
@@ -100,6 +106,11 @@ func podStatusEqual(cur, desired *corev1.PodStatus) bool {
 	}
 	return apiequality.Semantic.DeepEqual(*cur, *desired)
 }
+
+// podCIDRPatience is how long a node may wait for its podCIDR before the
+// simulator warns: the node-ipam controller assigns it within a second
+// unless the cluster CIDR has no range left.
+const podCIDRPatience = 30 * time.Second
 
 func podTerminal(p *corev1.Pod) bool {
 	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
