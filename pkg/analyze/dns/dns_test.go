@@ -20,19 +20,6 @@ import (
 	"github.com/kdiag/kdiag/pkg/findings"
 )
 
-// want describes one finding that must be reported.
-type want struct {
-	id       string
-	sev      findings.Severity
-	obj      string // ObjectRef.String()
-	title    []string
-	evidence []string
-	// patches must each be a substring of some mutating remediation's
-	// patch body or command.
-	patches []string
-	noPatch bool
-}
-
 const contosoServer = `contoso.com:53 {
     errors
     cache 30
@@ -77,10 +64,10 @@ func healthyAKS() *cluster.Snapshot {
 }
 
 // upstreamsInfo is the dns-upstreams finding the healthy cluster reports.
-var upstreamsInfo = want{
-	id: idUpstreams, sev: findings.Info, obj: "kube-system/configmap/coredns",
-	title: []string{"forwards 2 zones to 3 upstreams", ". -> /etc/resolv.conf", "contoso.com. -> 10.1.0.4,tls://10.1.0.5:853"},
-	evidence: []string{
+var upstreamsInfo = ct.Want{
+	ID: idUpstreams, Severity: findings.Info, Object: "kube-system/configmap/coredns",
+	Title: []string{"forwards 2 zones to 3 upstreams", ". -> /etc/resolv.conf", "contoso.com. -> 10.1.0.4,tls://10.1.0.5:853"},
+	Evidence: []string{
 		"cluster.local. in-addr.arpa. ip6.arpa. -> answered by kubernetes (cluster Services and pods) [coredns/Corefile:7]",
 		". -> forward /etc/resolv.conf (the node's nameservers) [coredns/Corefile:13]",
 		"contoso.com. -> forward 10.1.0.4:53, tls://10.1.0.5:853 [coredns-custom/contoso.server:4]; except internal.contoso.com",
@@ -111,12 +98,12 @@ func TestAnalyze(t *testing.T) {
 	cases := []struct {
 		name string
 		snap func() *cluster.Snapshot
-		want []want
+		want []ct.Want
 	}{
 		{
 			name: "healthy AKS DNS reports only where names go",
 			snap: healthyAKS,
-			want: []want{upstreamsInfo},
+			want: []ct.Want{upstreamsInfo},
 		},
 		{
 			name: "CoreDNS crash-looping: no ready replicas, endpoints not reported twice",
@@ -135,12 +122,12 @@ func TestAnalyze(t *testing.T) {
 				s.Pods = append(s.Pods, p)
 				return s
 			},
-			want: []want{upstreamsInfo, {
-				id: idNoReadyReplicas, sev: findings.Critical, obj: "kube-system/deployment/coredns",
-				title: []string{"0 of 2 replicas ready"},
-				evidence: []string{"spec.replicas=2 status.replicas=2 status.readyReplicas=0", "condition Available=False (MinimumReplicasUnavailable)",
+			want: []ct.Want{upstreamsInfo, {
+				ID: idNoReadyReplicas, Severity: findings.Critical, Object: "kube-system/deployment/coredns",
+				Title: []string{"0 of 2 replicas ready"},
+				Evidence: []string{"spec.replicas=2 status.replicas=2 status.readyReplicas=0", "condition Available=False (MinimumReplicasUnavailable)",
 					"pod coredns-5d8f7c-a: container coredns waiting: CrashLoopBackOff", "9 restarts", "Service kube-system/kube-dns (ClusterIP 10.0.0.10) has no ready endpoint"},
-				noPatch: true,
+				NoPatch: true,
 			}},
 		},
 		{
@@ -154,10 +141,10 @@ func TestAnalyze(t *testing.T) {
 				s.EndpointSlices = []discoveryv1.EndpointSlice{ct.EndpointSliceFor(s.Services[0])}
 				return s
 			},
-			want: []want{upstreamsInfo, {
-				id: idNoReadyReplicas, sev: findings.Critical, obj: "kube-system/deployment/coredns",
-				title:   []string{"scaled to 0 replicas"},
-				patches: []string{`{"spec":{"replicas":2}}`, "kubectl scale deployment/coredns -n kube-system --replicas=2"},
+			want: []ct.Want{upstreamsInfo, {
+				ID: idNoReadyReplicas, Severity: findings.Critical, Object: "kube-system/deployment/coredns",
+				Title:   []string{"scaled to 0 replicas"},
+				Patches: []string{`{"spec":{"replicas":2}}`}, Commands: []string{"kubectl scale deployment/coredns -n kube-system --replicas=2"},
 			}},
 		},
 		{
@@ -168,10 +155,10 @@ func TestAnalyze(t *testing.T) {
 				s.EndpointSlices = []discoveryv1.EndpointSlice{ct.EndpointSliceFor(s.Services[0])}
 				return s
 			},
-			want: []want{upstreamsInfo, {
-				id: idNoEndpoints, sev: findings.Critical, obj: "kube-system/service/kube-dns",
-				title: []string{"ClusterIP 10.0.0.10", "no ready endpoint"},
-				evidence: []string{"1 EndpointSlices, 0 endpoints", "spec.selector: k8s-app=coredns", "no pod in kube-system matches the selector",
+			want: []ct.Want{upstreamsInfo, {
+				ID: idNoEndpoints, Severity: findings.Critical, Object: "kube-system/service/kube-dns",
+				Title: []string{"ClusterIP 10.0.0.10", "no ready endpoint"},
+				Evidence: []string{"1 EndpointSlices, 0 endpoints", "spec.selector: k8s-app=coredns", "no pod in kube-system matches the selector",
 					"Deployment kube-system/coredns has 2 ready replicas whose pods are labelled k8s-app=kube-dns"},
 			}},
 		},
@@ -180,10 +167,10 @@ func TestAnalyze(t *testing.T) {
 			snap: func() *cluster.Snapshot {
 				return withCorefile(healthyAKS(), ".:53 {\n    errors\n    forward . 8.8.8.8 }\n    cache 30\n}\nimport custom/*.server\n")
 			},
-			want: []want{{
-				id: idCorefileInvalid, sev: findings.Critical, obj: "kube-system/configmap/coredns",
-				title: []string{"coredns/Corefile:3"},
-				evidence: []string{`ConfigMap kube-system/coredns key Corefile line 3: Error during parsing: Unexpected '}' because no matching opening brace (the line reads "forward . 8.8.8.8 }")`,
+			want: []ct.Want{{
+				ID: idCorefileInvalid, Severity: findings.Critical, Object: "kube-system/configmap/coredns",
+				Title: []string{"coredns/Corefile:3"},
+				Evidence: []string{`ConfigMap kube-system/coredns key Corefile line 3: Error during parsing: Unexpected '}' because no matching opening brace (the line reads "forward . 8.8.8.8 }")`,
 					"still ready: they run an older, valid configuration"},
 			}},
 		},
@@ -192,9 +179,9 @@ func TestAnalyze(t *testing.T) {
 			snap: func() *cluster.Snapshot {
 				return withCorefile(healthyAKS(), ".:53 {\n    errors\n    forward . 8.8.8.8 {\n        max_fails 3\n")
 			},
-			want: []want{{
-				id: idCorefileInvalid, sev: findings.Critical, obj: "kube-system/configmap/coredns",
-				evidence: []string{"Unexpected EOF"},
+			want: []ct.Want{{
+				ID: idCorefileInvalid, Severity: findings.Critical, Object: "kube-system/configmap/coredns",
+				Evidence: []string{"Unexpected EOF"},
 			}},
 		},
 		{
@@ -207,10 +194,10 @@ func TestAnalyze(t *testing.T) {
 					"d-empty.server":   "empty.example {\n  forward .\n}\n",
 				})
 			},
-			want: []want{upstreamsInfo2(), {
-				id: idCorefileInvalid, sev: findings.Critical, obj: "kube-system/configmap/coredns-custom",
-				title: []string{"coredns-custom/"},
-				evidence: []string{
+			want: []ct.Want{upstreamsInfo2(), {
+				ID: idCorefileInvalid, Severity: findings.Critical, Object: "kube-system/configmap/coredns-custom",
+				Title: []string{"coredns-custom/"},
+				Evidence: []string{
 					"key c-extra.override: unbalanced braces",
 					`key a-broken.server line 6: unbalanced braces: a stray "}"`,
 					"key b-dup.server line 1: cannot serve .:53 - it is already defined at coredns/Corefile:1",
@@ -223,14 +210,14 @@ func TestAnalyze(t *testing.T) {
 			snap: func() *cluster.Snapshot {
 				return withCustom(healthyAKS(), map[string]string{"early.server": "early.example {\n  errors\n}\n  forward . 10.1.1.1\n}\n"})
 			},
-			want: []want{{
-				id: idUpstreams, sev: findings.Info, obj: "kube-system/configmap/coredns",
+			want: []ct.Want{{
+				ID: idUpstreams, Severity: findings.Info, Object: "kube-system/configmap/coredns",
 			}, {
-				id: idCorefileInvalid, sev: findings.Critical, obj: "kube-system/configmap/coredns-custom",
-				evidence: []string{`key early.server line 4: plugin line "forward . 10.1.1.1" stands outside any server block`},
+				ID: idCorefileInvalid, Severity: findings.Critical, Object: "kube-system/configmap/coredns-custom",
+				Evidence: []string{`key early.server line 4: plugin line "forward . 10.1.1.1" stands outside any server block`},
 			}, {
-				id: idStubNoUpstream, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
-				title: []string{"zone early.example. has no upstream"},
+				ID: idStubNoUpstream, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom",
+				Title: []string{"zone early.example. has no upstream"},
 			}},
 		},
 		{
@@ -243,16 +230,16 @@ func TestAnalyze(t *testing.T) {
 				})
 				return s
 			},
-			want: []want{{
-				id: idUpstreams, sev: findings.Info, obj: "kube-system/configmap/coredns",
-				evidence: []string{". -> forward 10.10.10.1:53 [coredns-custom/upstream.override:1] (never used: the forward at coredns/Corefile:13 comes first)"},
+			want: []ct.Want{{
+				ID: idUpstreams, Severity: findings.Info, Object: "kube-system/configmap/coredns",
+				Evidence: []string{". -> forward 10.10.10.1:53 [coredns-custom/upstream.override:1] (never used: the forward at coredns/Corefile:13 comes first)"},
 			}, {
-				id: idForwardShadowed, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
-				title:    []string{`never uses "forward . 10.10.10.1" (coredns-custom/upstream.override:1): "forward . /etc/resolv.conf" at coredns/Corefile:13 comes first`},
-				evidence: []string{"server block .:53 (coredns/Corefile:1)"},
+				ID: idForwardShadowed, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom",
+				Title:    []string{`never uses "forward . 10.10.10.1" (coredns-custom/upstream.override:1): "forward . /etc/resolv.conf" at coredns/Corefile:13 comes first`},
+				Evidence: []string{"server block .:53 (coredns/Corefile:1)"},
 			}, {
-				id: idForwardShadowed, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
-				title: []string{`never uses "forward sub.order.example 10.2.0.3" (coredns-custom/order.server:4)`},
+				ID: idForwardShadowed, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom",
+				Title: []string{`never uses "forward sub.order.example 10.2.0.3" (coredns-custom/order.server:4)`},
 			}},
 		},
 		{
@@ -263,9 +250,9 @@ func TestAnalyze(t *testing.T) {
 					"bad.server": "grpc.example {\n  forward . grpc://192.0.2.9\n}\nmany.example {\n  forward ." + many + "\n}\n",
 				})
 			},
-			want: []want{{id: idUpstreams, sev: findings.Info, obj: "kube-system/configmap/coredns"}, {
-				id: idCorefileInvalid, sev: findings.Critical, obj: "kube-system/configmap/coredns-custom",
-				evidence: []string{"key bad.server line 2: 'grpc' is not supported as a destination protocol in forward: grpc://192.0.2.9",
+			want: []ct.Want{{ID: idUpstreams, Severity: findings.Info, Object: "kube-system/configmap/coredns"}, {
+				ID: idCorefileInvalid, Severity: findings.Critical, Object: "kube-system/configmap/coredns-custom",
+				Evidence: []string{"key bad.server line 2: 'grpc' is not supported as a destination protocol in forward: grpc://192.0.2.9",
 					"key bad.server line 5: more than 15 TOs configured: 16"},
 			}},
 		},
@@ -277,14 +264,14 @@ func TestAnalyze(t *testing.T) {
 				s.ConfigMaps[1].Data["hosts.conf"] = "hosts {\n 10.1.2.3 db.contoso.com\n}\n"
 				return s
 			},
-			want: []want{upstreamsInfo, {
-				id: idUnknownPlugin, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
-				title:    []string{`"foward"`},
-				evidence: []string{`coredns-custom/typo.override:2: unknown plugin "foward" (did you mean "forward"?)`},
+			want: []ct.Want{upstreamsInfo, {
+				ID: idUnknownPlugin, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom",
+				Title:    []string{`"foward"`},
+				Evidence: []string{`coredns-custom/typo.override:2: unknown plugin "foward" (did you mean "forward"?)`},
 			}, {
-				id: idCustomKeyIgnored, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
-				title:    []string{"1 key", "hosts.conf"},
-				evidence: []string{"keys never imported: hosts.conf", "import custom/*.override (coredns/Corefile:18)", "import custom/*.server (coredns/Corefile:20)"},
+				ID: idCustomKeyIgnored, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom",
+				Title:    []string{"1 key", "hosts.conf"},
+				Evidence: []string{"keys never imported: hosts.conf", "import custom/*.override (coredns/Corefile:18)", "import custom/*.server (coredns/Corefile:20)"},
 			}},
 		},
 		{
@@ -295,14 +282,14 @@ func TestAnalyze(t *testing.T) {
 					"ok.server":   "ok.example {\n  forward . /etc/resolv.conf tls://[2001:db8::53]:853 dns://192.0.2.53:5353 192.0.2.54%eth0 {$UPSTREAM}\n}\n",
 				})
 			},
-			want: []want{{
-				id: idUpstreams, sev: findings.Info, obj: "kube-system/configmap/coredns",
-				evidence: []string{"ok.example. -> forward /etc/resolv.conf (the node's nameservers), tls://[2001:db8::53]:853, 192.0.2.53:5353",
+			want: []ct.Want{{
+				ID: idUpstreams, Severity: findings.Info, Object: "kube-system/configmap/coredns",
+				Evidence: []string{"ok.example. -> forward /etc/resolv.conf (the node's nameservers), tls://[2001:db8::53]:853, 192.0.2.53:5353",
 					"{$UPSTREAM} (environment variable"},
 			}, {
-				id: idUpstreamNotIP, sev: findings.Critical, obj: "kube-system/configmap/coredns-custom",
-				title: []string{"2 targets that are not IP addresses", `corp.example. -> "dns.corp.example:53"`},
-				evidence: []string{`coredns-custom/corp.server:2: forward corp.example. -> "dns.corp.example:53" is a host name`,
+				ID: idUpstreamNotIP, Severity: findings.Critical, Object: "kube-system/configmap/coredns-custom",
+				Title: []string{"2 targets that are not IP addresses", `corp.example. -> "dns.corp.example:53"`},
+				Evidence: []string{`coredns-custom/corp.server:2: forward corp.example. -> "dns.corp.example:53" is a host name`,
 					`"/etc/coredns/custom/resolv.conf" is a file path`},
 			}},
 		},
@@ -333,23 +320,23 @@ func TestAnalyze(t *testing.T) {
 						"quiet.example {\n  errors\n  cache 30\n}\n",
 				})
 			},
-			want: []want{
-				{id: idUpstreams, sev: findings.Info, obj: "kube-system/configmap/coredns",
-					evidence: []string{"quiet.example. -> nothing answers [coredns-custom/bad.server:16]", "consul. -> forward 10.0.0.60:53"}},
-				{id: idStubNoUpstream, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
-					title: []string{"loop.example. to 127.0.0.1:53"}, evidence: []string{"is CoreDNS itself: a forwarding loop"}},
-				{id: idStubNoUpstream, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
-					title: []string{"self.example."}, evidence: []string{"the ClusterIP of the cluster DNS Service, CoreDNS itself: a forwarding loop"}},
-				{id: idStubNoUpstream, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
-					title: []string{"gone.example. to 10.0.0.53:53"},
-					evidence: []string{"inside the cluster's Service range (10.0.0.0/24, inferred from the ClusterIPs), but no Service has this ClusterIP",
+			want: []ct.Want{
+				{ID: idUpstreams, Severity: findings.Info, Object: "kube-system/configmap/coredns",
+					Evidence: []string{"quiet.example. -> nothing answers [coredns-custom/bad.server:16]", "consul. -> forward 10.0.0.60:53"}},
+				{ID: idStubNoUpstream, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom",
+					Title: []string{"loop.example. to 127.0.0.1:53"}, Evidence: []string{"is CoreDNS itself: a forwarding loop"}},
+				{ID: idStubNoUpstream, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom",
+					Title: []string{"self.example."}, Evidence: []string{"the ClusterIP of the cluster DNS Service, CoreDNS itself: a forwarding loop"}},
+				{ID: idStubNoUpstream, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom",
+					Title: []string{"gone.example. to 10.0.0.53:53"},
+					Evidence: []string{"inside the cluster's Service range (10.0.0.0/24, inferred from the ClusterIPs), but no Service has this ClusterIP",
 						"0.0.0.0:53: an unspecified address"}},
-				{id: idStubNoUpstream, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
-					title: []string{"dead.example."}, evidence: []string{"the ClusterIP of Service legacy/bind, which has no ready endpoint"}},
-				{id: idStubNoUpstream, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
-					title: []string{"pod.example."}, evidence: []string{"inside the pod CIDR 10.244.1.0/24 of a node, but no pod has this IP"}},
-				{id: idStubNoUpstream, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom",
-					title: []string{"zone quiet.example. has no upstream or answering plugin"}},
+				{ID: idStubNoUpstream, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom",
+					Title: []string{"dead.example."}, Evidence: []string{"the ClusterIP of Service legacy/bind, which has no ready endpoint"}},
+				{ID: idStubNoUpstream, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom",
+					Title: []string{"pod.example."}, Evidence: []string{"inside the pod CIDR 10.244.1.0/24 of a node, but no pod has this IP"}},
+				{ID: idStubNoUpstream, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom",
+					Title: []string{"zone quiet.example. has no upstream or answering plugin"}},
 			},
 		},
 		{
@@ -375,17 +362,17 @@ func TestAnalyze(t *testing.T) {
 				s.Pods = append(s.Pods, bare, ok)
 				return s
 			},
-			want: []want{upstreamsInfo, {
-				id: idPodDNSNone, sev: findings.Critical, obj: "shop/deployment/checkout",
-				title:    []string{"runs 2 pods with dnsPolicy None and no nameservers"},
-				evidence: []string{"spec.dnsPolicy=None", "nameservers is empty (searches: [shop.svc.cluster.local]", "checkout-5d8f7c-a, checkout-5d8f7c-b"},
-				patches: []string{
+			want: []ct.Want{upstreamsInfo, {
+				ID: idPodDNSNone, Severity: findings.Critical, Object: "shop/deployment/checkout",
+				Title:    []string{"runs 2 pods with dnsPolicy None and no nameservers"},
+				Evidence: []string{"spec.dnsPolicy=None", "nameservers is empty (searches: [shop.svc.cluster.local]", "checkout-5d8f7c-a, checkout-5d8f7c-b"},
+				Patches: []string{
 					`{"op":"test","path":"/spec/template/spec/dnsPolicy","value":"None"},{"op":"add","path":"/spec/template/spec/dnsConfig/nameservers","value":["10.0.0.10"]}`,
-					`{"op":"replace","path":"/spec/template/spec/dnsPolicy","value":"ClusterFirst"}`,
-					"kubectl patch deployment checkout -n shop --type=json"},
+					`{"op":"replace","path":"/spec/template/spec/dnsPolicy","value":"ClusterFirst"}`},
+				Commands: []string{"kubectl patch deployment checkout -n shop --type=json"},
 			}, {
-				id: idPodDNSNone, sev: findings.Critical, obj: "shop/pod/debug",
-				evidence: []string{"spec.dnsConfig is not set"}, noPatch: true,
+				ID: idPodDNSNone, Severity: findings.Critical, Object: "shop/pod/debug",
+				Evidence: []string{"spec.dnsConfig is not set"}, NoPatch: true,
 			}},
 		},
 		{
@@ -410,12 +397,12 @@ func TestAnalyze(t *testing.T) {
 				add("external", []string{"8.8.8.8", "10.0.0.53"})                 // one usable is enough
 				return s
 			},
-			want: []want{upstreamsInfo, {
-				id: idPodDNSNone, sev: findings.Critical, obj: "shop/deployment/migrated",
-				title: []string{"only nameservers that point nowhere"},
-				evidence: []string{"spec.dnsConfig.nameservers: 10.0.0.53 is inside the cluster's Service range (10.0.0.0/24, inferred from the ClusterIPs), but no Service has this ClusterIP",
+			want: []ct.Want{upstreamsInfo, {
+				ID: idPodDNSNone, Severity: findings.Critical, Object: "shop/deployment/migrated",
+				Title: []string{"only nameservers that point nowhere"},
+				Evidence: []string{"spec.dnsConfig.nameservers: 10.0.0.53 is inside the cluster's Service range (10.0.0.0/24, inferred from the ClusterIPs), but no Service has this ClusterIP",
 					"spec.dnsConfig.nameservers: 127.0.0.1 is loopback, and no container of the pod declares port 53"},
-				patches: []string{`{"op":"test","path":"/spec/template/spec/dnsConfig/nameservers","value":["10.0.0.53","127.0.0.1"]},{"op":"replace","path":"/spec/template/spec/dnsConfig/nameservers","value":["10.0.0.10"]}`},
+				Patches: []string{`{"op":"test","path":"/spec/template/spec/dnsConfig/nameservers","value":["10.0.0.53","127.0.0.1"]},{"op":"replace","path":"/spec/template/spec/dnsConfig/nameservers","value":["10.0.0.10"]}`},
 			}},
 		},
 		{
@@ -434,13 +421,13 @@ func TestAnalyze(t *testing.T) {
 				s.Services = append(s.Services, kafka, zk, etcd)
 				return s
 			},
-			want: []want{upstreamsInfo,
-				{id: idStatefulSetNoHeadless, sev: findings.Warning, obj: "data/statefulset/pg",
-					title: []string{"names Service pg-headless, which does not exist"}, evidence: []string{"pg-0.pg-headless.data.svc"}},
-				{id: idStatefulSetNoHeadless, sev: findings.Warning, obj: "data/statefulset/kafka",
-					title: []string{"not headless"}, evidence: []string{"spec.clusterIP=10.0.0.90, not None"}},
-				{id: idStatefulSetNoHeadless, sev: findings.Warning, obj: "data/statefulset/zk",
-					title: []string{"does not select its pods"}, evidence: []string{"selector [app=zookeeper] does not match the pod template labels [app=zk]"}},
+			want: []ct.Want{upstreamsInfo,
+				{ID: idStatefulSetNoHeadless, Severity: findings.Warning, Object: "data/statefulset/pg",
+					Title: []string{"names Service pg-headless, which does not exist"}, Evidence: []string{"pg-0.pg-headless.data.svc"}},
+				{ID: idStatefulSetNoHeadless, Severity: findings.Warning, Object: "data/statefulset/kafka",
+					Title: []string{"not headless"}, Evidence: []string{"spec.clusterIP=10.0.0.90, not None"}},
+				{ID: idStatefulSetNoHeadless, Severity: findings.Warning, Object: "data/statefulset/zk",
+					Title: []string{"does not select its pods"}, Evidence: []string{"selector [app=zookeeper] does not match the pod template labels [app=zk]"}},
 			},
 		},
 		{
@@ -453,31 +440,31 @@ func TestAnalyze(t *testing.T) {
 				})}
 				return s
 			},
-			want: []want{{
-				id: idCorefileInvalid, sev: findings.Warning, obj: "kube-system/configmap/kube-dns",
-				title: []string{"kube-dns ignores", "upstreamNameservers"},
+			want: []ct.Want{{
+				ID: idCorefileInvalid, Severity: findings.Warning, Object: "kube-system/configmap/kube-dns",
+				Title: []string{"kube-dns ignores", "upstreamNameservers"},
 			}, {
-				id: idUpstreams, sev: findings.Info, obj: "kube-system/configmap/kube-dns",
-				title:    []string{"kube-dns forwards 3 zones"},
-				evidence: []string{"acme.local. -> forward 10.150.0.1:53 [kube-dns/stubDomains]", ". -> forward /etc/resolv.conf"},
+				ID: idUpstreams, Severity: findings.Info, Object: "kube-system/configmap/kube-dns",
+				Title:    []string{"kube-dns forwards 3 zones"},
+				Evidence: []string{"acme.local. -> forward 10.150.0.1:53 [kube-dns/stubDomains]", ". -> forward /etc/resolv.conf"},
 			}, {
-				id: idUpstreamNotIP, sev: findings.Critical, obj: "kube-system/configmap/kube-dns",
-				title: []string{`kube-dns forwards corp.example. to "ns1.corp.example"`},
+				ID: idUpstreamNotIP, Severity: findings.Critical, Object: "kube-system/configmap/kube-dns",
+				Title: []string{`kube-dns forwards corp.example. to "ns1.corp.example"`},
 			}},
 		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			assertFindings(t, Analyze(tc.snap()), tc.want)
+			ct.AssertFindings(t, findings.AreaDNS, Analyze(tc.snap()), tc.want)
 		})
 	}
 }
 
 // upstreamsInfo2 is the upstream map of the coredns-custom error case: the
 // broken keys add nothing, the duplicate . block adds 8.8.8.8.
-func upstreamsInfo2() want {
-	return want{id: idUpstreams, sev: findings.Info, obj: "kube-system/configmap/coredns",
-		evidence: []string{". -> forward 8.8.8.8:53 [coredns-custom/b-dup.server:2]"}}
+func upstreamsInfo2() ct.Want {
+	return ct.Want{ID: idUpstreams, Severity: findings.Info, Object: "kube-system/configmap/coredns",
+		Evidence: []string{". -> forward 8.8.8.8:53 [coredns-custom/b-dup.server:2]"}}
 }
 
 // TestGaps checks that nothing is concluded from what was not read.
@@ -498,7 +485,7 @@ func TestGaps(t *testing.T) {
 	cases := []struct {
 		name string
 		snap func() *cluster.Snapshot
-		want []want
+		want []ct.Want
 	}{
 		{
 			name: "ConfigMaps, EndpointSlices, pods and Services in data not read",
@@ -518,16 +505,16 @@ func TestGaps(t *testing.T) {
 				s.Namespace = "shop"
 				return s
 			},
-			want: []want{
-				{id: idNoEndpoints, sev: findings.Critical, obj: "kube-system/service/kube-dns"},
-				{id: idUpstreams, sev: findings.Info, obj: "kube-system/configmap/coredns"},
-				{id: idPodDNSNone, sev: findings.Critical, obj: "shop/pod/debug"},
+			want: []ct.Want{
+				{ID: idNoEndpoints, Severity: findings.Critical, Object: "kube-system/service/kube-dns"},
+				{ID: idUpstreams, Severity: findings.Info, Object: "kube-system/configmap/coredns"},
+				{ID: idPodDNSNone, Severity: findings.Critical, Object: "shop/pod/debug"},
 			},
 		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			assertFindings(t, Analyze(tc.snap()), tc.want)
+			ct.AssertFindings(t, findings.AreaDNS, Analyze(tc.snap()), tc.want)
 		})
 	}
 }
@@ -665,75 +652,6 @@ func TestChecksCoverEveryID(t *testing.T) {
 			t.Errorf("Checks() lacks %s", id)
 		}
 	}
-}
-
-// assertFindings checks that got holds exactly the wanted findings.
-func assertFindings(t *testing.T, got []findings.Finding, wants []want) {
-	t.Helper()
-	used := make([]bool, len(got))
-	for _, w := range wants {
-		idx := -1
-		for i, f := range got {
-			if used[i] || f.ID != w.id || f.Object.String() != w.obj {
-				continue
-			}
-			if len(w.title) > 0 && !strings.Contains(f.Title, w.title[0]) {
-				continue // several findings of one ID on one object: pick by title
-			}
-			idx = i
-			break
-		}
-		if idx < 0 {
-			t.Errorf("missing finding %s on %s %v; got:\n%s", w.id, w.obj, w.title, dump(got))
-			continue
-		}
-		used[idx] = true
-		f := got[idx]
-		if f.Severity != w.sev {
-			t.Errorf("%s on %s: severity %s, want %s", w.id, w.obj, f.Severity, w.sev)
-		}
-		if f.Area != findings.AreaDNS || f.Title == "" || f.Explanation == "" || len(f.Evidence) == 0 || len(f.Remediation) == 0 {
-			t.Errorf("%s: area, title, explanation, evidence and remediation must all be set: %+v", w.id, f)
-		}
-		for _, s := range w.title {
-			if !strings.Contains(f.Title, s) {
-				t.Errorf("%s: title %q lacks %q", w.id, f.Title, s)
-			}
-		}
-		ev := strings.Join(f.Evidence, "\n")
-		for _, s := range w.evidence {
-			if !strings.Contains(ev, s) {
-				t.Errorf("%s: evidence lacks %q; evidence:\n%s", w.id, s, ev)
-			}
-		}
-		var muts []string
-		for _, r := range f.Remediation {
-			if r.Action != nil {
-				muts = append(muts, string(r.Action.Patch)+"\n"+r.Command)
-			}
-		}
-		for _, p := range w.patches {
-			if !strings.Contains(strings.Join(muts, "\n"), p) {
-				t.Errorf("%s: no mutating remediation contains %s; got %v", w.id, p, muts)
-			}
-		}
-		if w.noPatch && len(muts) > 0 {
-			t.Errorf("%s: want no mutating remediation, got %v", w.id, muts)
-		}
-	}
-	for i, f := range got {
-		if !used[i] {
-			t.Errorf("unexpected finding %s on %s: %s\n%s", f.ID, f.Object, f.Title, strings.Join(f.Evidence, "\n"))
-		}
-	}
-}
-
-func dump(fs []findings.Finding) string {
-	var b strings.Builder
-	for _, f := range fs {
-		fmt.Fprintf(&b, "  %s %s %s: %s\n    %s\n", f.Severity, f.ID, f.Object, f.Title, strings.Join(f.Evidence, "\n    "))
-	}
-	return b.String()
 }
 
 func statefulSet(ns, name, svc string) appsv1.StatefulSet {

@@ -106,38 +106,38 @@ func TestIntegrationDNS(t *testing.T) {
 		return readyDNSEndpoints(ctx, cs) == 2, nil
 	})
 
-	always := []want{
-		{id: idPodDNSNone, sev: findings.Critical, obj: itNS + "/deployment/migrated",
-			evidence: []string{"spec.dnsConfig.nameservers: 10.96.0.53 is inside the cluster's Service range"},
-			patches:  []string{`"value":["10.96.0.10"]`}},
-		{id: idStatefulSetNoHeadless, sev: findings.Warning, obj: itNS + "/statefulset/pg", title: []string{"pg-headless, which does not exist"}},
+	always := []ct.Want{
+		{ID: idPodDNSNone, Severity: findings.Critical, Object: itNS + "/deployment/migrated",
+			Evidence: []string{"spec.dnsConfig.nameservers: 10.96.0.53 is inside the cluster's Service range"},
+			Patches:  []string{`"value":["10.96.0.10"]`}},
+		{ID: idStatefulSetNoHeadless, Severity: findings.Warning, Object: itNS + "/statefulset/pg", Title: []string{"pg-headless, which does not exist"}},
 	}
-	upstreams := want{id: idUpstreams, sev: findings.Info, obj: "kube-system/configmap/coredns",
-		evidence: []string{"contoso.com. -> forward 10.1.0.4:53, tls://10.1.0.5:853 [coredns-custom/contoso.server:4]; except internal.contoso.com"}}
+	upstreams := ct.Want{ID: idUpstreams, Severity: findings.Info, Object: "kube-system/configmap/coredns",
+		Evidence: []string{"contoso.com. -> forward 10.1.0.4:53, tls://10.1.0.5:853 [coredns-custom/contoso.server:4]; except internal.contoso.com"}}
 
 	// Phase 1: the broken coredns-custom.
 	fs := analyzeAndVerify(t, ctx, cs, dyn)
-	assertFindings(t, fs, append([]want{upstreams,
-		{id: idCorefileInvalid, sev: findings.Critical, obj: "kube-system/configmap/coredns-custom",
-			evidence: []string{"key dup.server line 1: cannot serve .:53 - it is already defined at coredns/Corefile:1", "still ready"}},
-		{id: idUnknownPlugin, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom", evidence: []string{`did you mean "forward"?`}},
-		{id: idCustomKeyIgnored, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom", title: []string{"hosts.conf"}},
-		{id: idUpstreamNotIP, sev: findings.Critical, obj: "kube-system/configmap/coredns-custom", title: []string{`"dns.corp.example"`}},
-		{id: idStubNoUpstream, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom", title: []string{"gone.example. to 10.96.0.53:53"}},
-		{id: idForwardShadowed, sev: findings.Warning, obj: "kube-system/configmap/coredns-custom", title: []string{`"forward . 10.10.10.1"`}},
+	ct.AssertFindings(t, findings.AreaDNS, fs, append([]ct.Want{upstreams,
+		{ID: idCorefileInvalid, Severity: findings.Critical, Object: "kube-system/configmap/coredns-custom",
+			Evidence: []string{"key dup.server line 1: cannot serve .:53 - it is already defined at coredns/Corefile:1", "still ready"}},
+		{ID: idUnknownPlugin, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom", Evidence: []string{`did you mean "forward"?`}},
+		{ID: idCustomKeyIgnored, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom", Title: []string{"hosts.conf"}},
+		{ID: idUpstreamNotIP, Severity: findings.Critical, Object: "kube-system/configmap/coredns-custom", Title: []string{`"dns.corp.example"`}},
+		{ID: idStubNoUpstream, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom", Title: []string{"gone.example. to 10.96.0.53:53"}},
+		{ID: idForwardShadowed, Severity: findings.Warning, Object: "kube-system/configmap/coredns-custom", Title: []string{`"forward . 10.10.10.1"`}},
 	}, always...))
 
 	// Phase 2: coredns-custom fixed: the Corefile checks fall silent.
 	patchJSON(t, ctx, dyn, "configmaps", ks, "coredns-custom", `{"data":null}`)
 	patchJSON(t, ctx, dyn, "configmaps", ks, "coredns-custom", `{"data":{"contoso.server":`+string(mustJSON(contosoServer))+`}}`)
-	assertFindings(t, analyzeAndVerify(t, ctx, cs, dyn), append([]want{upstreams}, always...))
+	ct.AssertFindings(t, findings.AreaDNS, analyzeAndVerify(t, ctx, cs, dyn), append([]ct.Want{upstreams}, always...))
 
 	// Phase 3: the kube-dns selector misses the CoreDNS pods.
 	patchJSON(t, ctx, dyn, "services", ks, "kube-dns", `{"spec":{"selector":{"k8s-app":"coredns"}}}`)
 	waitFor(t, ctx, "kube-dns loses its endpoints", func(ctx context.Context) (bool, error) { return readyDNSEndpoints(ctx, cs) == 0, nil })
-	assertFindings(t, analyzeAndVerify(t, ctx, cs, dyn), append([]want{upstreams,
-		{id: idNoEndpoints, sev: findings.Critical, obj: "kube-system/service/kube-dns",
-			evidence: []string{"spec.selector: k8s-app=coredns", "no pod in kube-system matches the selector", "whose pods are labelled k8s-app=kube-dns"}},
+	ct.AssertFindings(t, findings.AreaDNS, analyzeAndVerify(t, ctx, cs, dyn), append([]ct.Want{upstreams,
+		{ID: idNoEndpoints, Severity: findings.Critical, Object: "kube-system/service/kube-dns",
+			Evidence: []string{"spec.selector: k8s-app=coredns", "no pod in kube-system matches the selector", "whose pods are labelled k8s-app=kube-dns"}},
 	}, always...))
 	patchJSON(t, ctx, dyn, "services", ks, "kube-dns", `{"spec":{"selector":{"k8s-app":"kube-dns"}}}`)
 	waitFor(t, ctx, "kube-dns endpoints back", func(ctx context.Context) (bool, error) { return readyDNSEndpoints(ctx, cs) == 2, nil })
@@ -149,9 +149,9 @@ func TestIntegrationDNS(t *testing.T) {
 		return err == nil && dep.Status.ReadyReplicas == 0 && dep.Status.Replicas == 0, err
 	})
 	fs = analyzeAndVerify(t, ctx, cs, dyn)
-	assertFindings(t, fs, append([]want{upstreams,
-		{id: idNoReadyReplicas, sev: findings.Critical, obj: "kube-system/deployment/coredns", title: []string{"scaled to 0 replicas"},
-			patches: []string{"kubectl scale deployment/coredns -n kube-system --replicas=2"}},
+	ct.AssertFindings(t, findings.AreaDNS, fs, append([]ct.Want{upstreams,
+		{ID: idNoReadyReplicas, Severity: findings.Critical, Object: "kube-system/deployment/coredns", Title: []string{"scaled to 0 replicas"},
+			Commands: []string{"kubectl scale deployment/coredns -n kube-system --replicas=2"}},
 	}, always...))
 	for _, f := range fs {
 		if f.ID != idNoReadyReplicas {
@@ -163,7 +163,7 @@ func TestIntegrationDNS(t *testing.T) {
 		}
 	}
 	waitFor(t, ctx, "CoreDNS back after the scale fix", func(ctx context.Context) (bool, error) { return readyDNSEndpoints(ctx, cs) == 2, nil })
-	assertFindings(t, analyzeAndVerify(t, ctx, cs, dyn), append([]want{upstreams}, always...))
+	ct.AssertFindings(t, findings.AreaDNS, analyzeAndVerify(t, ctx, cs, dyn), append([]ct.Want{upstreams}, always...))
 }
 
 // analyzeAndVerify reads the lab, runs Analyze, and checks that every

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kdiag/kdiag/pkg/cluster"
+	ct "github.com/kdiag/kdiag/pkg/cluster/clustertest"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/lab/binaries"
 	"github.com/kdiag/kdiag/pkg/lab/kubelet"
@@ -129,20 +130,20 @@ func TestIntegrationNetwork(t *testing.T) {
 			t.Errorf("EndpointSlice %s of product-web has ports %v; kdiag's finding says a named targetPort nobody defines yields none", es.Name, es.Ports)
 		}
 	}
-	wantNow := []want{
-		{id: idTargetPortMismatch, sev: findings.Critical, obj: itNS + "/service/order-service",
-			title: []string{"targetPort 8080", "its 2 pods", "3000/TCP named http"}, evidence: []string{`port "http" -> 8080 on 2 endpoints`},
-			patch: `{"op":"replace","path":"/spec/ports/0/targetPort","value":3000}`},
-		{id: idTargetPortMismatch, sev: findings.Critical, obj: itNS + "/service/product-web",
-			evidence: []string{`carry no port "http"`}, patch: `"value":"http"`},
-		{id: idProtocolMismatch, sev: findings.Critical, obj: itNS + "/service/product-udp",
-			patch: `{"op":"replace","path":"/spec/ports/0/protocol","value":"TCP"}`},
-		{id: idNoMatchingPods, sev: findings.Warning, obj: itNS + "/service/typo",
-			title:    []string{"closest: app=product on 2 pods of Deployment " + itNS + "/product"},
-			evidence: []string{"2 pods of Deployment " + itNS + "/product have app=product where the selector wants app=prodcut"}},
-		{id: idNoReadyEndpoints, sev: findings.Critical, obj: itNS + "/service/cart",
-			evidence: []string{"-> pod cart-a", "ready=false serving=false", "container app waiting: CrashLoopBackOff", "event Warning BackOff x12"}},
-		{id: idExternalNameIsIP, sev: findings.Warning, obj: itNS + "/service/payments"},
+	wantNow := []ct.Want{
+		{ID: idTargetPortMismatch, Severity: findings.Critical, Object: itNS + "/service/order-service",
+			Title: []string{"targetPort 8080", "its 2 pods", "3000/TCP named http"}, Evidence: []string{`port "http" -> 8080 on 2 endpoints`},
+			Patches: []string{`{"op":"replace","path":"/spec/ports/0/targetPort","value":3000}`}},
+		{ID: idTargetPortMismatch, Severity: findings.Critical, Object: itNS + "/service/product-web",
+			Evidence: []string{`carry no port "http"`}, Patches: []string{`"value":"http"`}},
+		{ID: idProtocolMismatch, Severity: findings.Critical, Object: itNS + "/service/product-udp",
+			Patches: []string{`{"op":"replace","path":"/spec/ports/0/protocol","value":"TCP"}`}},
+		{ID: idNoMatchingPods, Severity: findings.Warning, Object: itNS + "/service/typo",
+			Title:    []string{"closest: app=product on 2 pods of Deployment " + itNS + "/product"},
+			Evidence: []string{"2 pods of Deployment " + itNS + "/product have app=product where the selector wants app=prodcut"}},
+		{ID: idNoReadyEndpoints, Severity: findings.Critical, Object: itNS + "/service/cart",
+			Evidence: []string{"-> pod cart-a", "ready=false serving=false", "container app waiting: CrashLoopBackOff", "event Warning BackOff x12"}},
+		{ID: idExternalNameIsIP, Severity: findings.Warning, Object: itNS + "/service/payments"},
 	}
 	assertFindings(t, Analyze(snap), wantNow)
 
@@ -154,8 +155,8 @@ func TestIntegrationNetwork(t *testing.T) {
 	for _, f := range fs {
 		t.Logf("%s %s %s: %s", f.Severity, f.ID, f.Object, f.Title)
 	}
-	assertFindings(t, fs, append(wantNow, want{id: idLoadBalancerPending, sev: findings.Warning, obj: itNS + "/service/store-front",
-		evidence: []string{"status.loadBalancer.ingress is empty", "no event mentions the Service"}}))
+	assertFindings(t, fs, append(wantNow, ct.Want{ID: idLoadBalancerPending, Severity: findings.Warning, Object: itNS + "/service/store-front",
+		Evidence: []string{"status.loadBalancer.ingress is empty", "no event mentions the Service"}}))
 
 	// Every mutating fix passes a server-side dry run.
 	if err := (&findings.Verifier{Client: dyn}).Verify(ctx, fs); err != nil {
@@ -207,8 +208,8 @@ func TestIntegrationNetwork(t *testing.T) {
 			got = append(got, f)
 		}
 	}
-	assertFindings(t, got, []want{{id: idNoEndpointSlices, sev: findings.Critical, obj: itNS + "/service/orphan",
-		title: []string{"selects 2 pods with an IP but has no EndpointSlice"}}})
+	assertFindings(t, got, []ct.Want{{ID: idNoEndpointSlices, Severity: findings.Critical, Object: itNS + "/service/orphan",
+		Title: []string{"selects 2 pods with an IP but has no EndpointSlice"}}})
 }
 
 func deploy(t *testing.T, ctx context.Context, cs kubernetes.Interface, app string, replicas int32, ports ...corev1.ContainerPort) {

@@ -1,7 +1,6 @@
 package network
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -16,23 +15,6 @@ import (
 	ct "github.com/kdiag/kdiag/pkg/cluster/clustertest"
 	"github.com/kdiag/kdiag/pkg/findings"
 )
-
-// want describes one finding that must be reported.
-type want struct {
-	id  string
-	sev findings.Severity
-	// obj is ObjectRef.String(), e.g. "shop/service/order-service".
-	obj      string
-	title    []string // substrings of the title
-	evidence []string // substrings of the evidence, joined by newlines
-	// notEvidence must not appear in the evidence.
-	notEvidence []string
-	// patch, if set, must be a substring of one mutating remediation's
-	// patch body.
-	patch string
-	// noPatch asserts that no mutating remediation is offered.
-	noPatch bool
-}
 
 // shop is the seed's namespace: order-service and product-service, each a
 // Deployment with two running pods that listen on 3000 (named http), and
@@ -106,7 +88,7 @@ func TestAnalyze(t *testing.T) {
 	cases := []struct {
 		name string
 		snap func() *cluster.Snapshot
-		want []want
+		want []ct.Want
 	}{
 		{
 			name: "healthy shop reports nothing",
@@ -119,12 +101,12 @@ func TestAnalyze(t *testing.T) {
 				sh.service("order-service").Spec.Ports[0].TargetPort = intstr.FromInt32(8080)
 				return sh.withSlices()
 			},
-			want: []want{{
-				id: idTargetPortMismatch, sev: findings.Critical, obj: "shop/service/order-service",
-				title: []string{"targetPort 8080", "its 2 pods", "3000/TCP"},
-				evidence: []string{"targetPort=8080", "declares containerPort 8080", "order-service-5d8f7c-a", "order-service-5d8f7c-b",
+			want: []ct.Want{{
+				ID: idTargetPortMismatch, Severity: findings.Critical, Object: "shop/service/order-service",
+				Title: []string{"targetPort 8080", "its 2 pods", "3000/TCP"},
+				Evidence: []string{"targetPort=8080", "declares containerPort 8080", "order-service-5d8f7c-a", "order-service-5d8f7c-b",
 					"3000/TCP named http", "Deployment shop/order-service", `port "http" -> 8080`},
-				patch: `{"op":"replace","path":"/spec/ports/0/targetPort","value":3000}`,
+				Patches: []string{`{"op":"replace","path":"/spec/ports/0/targetPort","value":3000}`},
 			}},
 		},
 		{
@@ -134,11 +116,11 @@ func TestAnalyze(t *testing.T) {
 				sh.service("order-service").Spec.Ports[0].TargetPort = intstr.FromString("web")
 				return sh.withSlices()
 			},
-			want: []want{{
-				id: idTargetPortMismatch, sev: findings.Critical, obj: "shop/service/order-service",
-				title:    []string{"targetPort web"},
-				evidence: []string{`port named "web" with protocol TCP`, `carry no port "http"`},
-				patch:    `{"op":"replace","path":"/spec/ports/0/targetPort","value":"http"}`,
+			want: []ct.Want{{
+				ID: idTargetPortMismatch, Severity: findings.Critical, Object: "shop/service/order-service",
+				Title:    []string{"targetPort web"},
+				Evidence: []string{`port named "web" with protocol TCP`, `carry no port "http"`},
+				Patches:  []string{`{"op":"replace","path":"/spec/ports/0/targetPort","value":"http"}`},
 			}},
 		},
 		{
@@ -184,11 +166,11 @@ func TestAnalyze(t *testing.T) {
 				sh.s.Pods = append(sh.s.Pods, p)
 				return sh.withSlices()
 			},
-			want: []want{{
-				id: idTargetPortMismatch, sev: findings.Warning, obj: "shop/service/order-service",
-				title:    []string{"1 of its 3 pods", "4000/TCP"},
-				evidence: []string{"order-service-new-c", "2 pods do declare 3000"},
-				noPatch:  true,
+			want: []ct.Want{{
+				ID: idTargetPortMismatch, Severity: findings.Warning, Object: "shop/service/order-service",
+				Title:    []string{"1 of its 3 pods", "4000/TCP"},
+				Evidence: []string{"order-service-new-c", "2 pods do declare 3000"},
+				NoPatch:  true,
 			}},
 		},
 		{
@@ -198,11 +180,11 @@ func TestAnalyze(t *testing.T) {
 				sh.service("order-service").Spec.Ports[0].Protocol = corev1.ProtocolUDP
 				return sh.withSlices()
 			},
-			want: []want{{
-				id: idProtocolMismatch, sev: findings.Warning, obj: "shop/service/order-service",
-				title:    []string{"uses UDP", "as TCP"},
-				evidence: []string{"port=80/UDP", "declares 3000/TCP named http, not UDP"},
-				noPatch:  true,
+			want: []ct.Want{{
+				ID: idProtocolMismatch, Severity: findings.Warning, Object: "shop/service/order-service",
+				Title:    []string{"uses UDP", "as TCP"},
+				Evidence: []string{"port=80/UDP", "declares 3000/TCP named http, not UDP"},
+				NoPatch:  true,
 			}},
 		},
 		{
@@ -214,11 +196,11 @@ func TestAnalyze(t *testing.T) {
 				svc.Spec.Ports[0].TargetPort = intstr.FromString("http")
 				return sh.withSlices()
 			},
-			want: []want{{
-				id: idProtocolMismatch, sev: findings.Critical, obj: "shop/service/order-service",
-				title:    []string{"uses UDP", "targetPort http as TCP"},
-				evidence: []string{"declares 3000/TCP named http, not UDP"},
-				patch:    `{"op":"replace","path":"/spec/ports/0/protocol","value":"TCP"}`,
+			want: []ct.Want{{
+				ID: idProtocolMismatch, Severity: findings.Critical, Object: "shop/service/order-service",
+				Title:    []string{"uses UDP", "targetPort http as TCP"},
+				Evidence: []string{"declares 3000/TCP named http, not UDP"},
+				Patches:  []string{`{"op":"replace","path":"/spec/ports/0/protocol","value":"TCP"}`},
 			}},
 		},
 		{
@@ -234,14 +216,14 @@ func TestAnalyze(t *testing.T) {
 				sh.s.Pods = append(sh.s.Pods, ct.RunningPod("shop", "debug", "node-1", nil))
 				return sh.withSlices()
 			},
-			want: []want{{
-				id: idNoMatchingPods, sev: findings.Warning, obj: "shop/service/order-service",
-				title:       []string{"selects no pods", "app=orders"},
-				notEvidence: []string{"lack", "debug"},
-				evidence: []string{"none of the 5 pods in namespace shop matches",
+			want: []ct.Want{{
+				ID: idNoMatchingPods, Severity: findings.Warning, Object: "shop/service/order-service",
+				Title:       []string{"selects no pods", "app=orders"},
+				NotEvidence: []string{"lack", "debug"},
+				Evidence: []string{"none of the 5 pods in namespace shop matches",
 					"2 pods of Deployment shop/order-service have app=order where the selector wants app=orders",
 					"1 pod in namespace staging matches this selector", "Deployment shop/orders-v2 has matching pod template labels but spec.replicas=0"},
-				noPatch: true,
+				NoPatch: true,
 			}},
 		},
 		{
@@ -254,9 +236,9 @@ func TestAnalyze(t *testing.T) {
 				sh.s.Pods = append(sh.s.Pods, p)
 				return sh.withSlices()
 			},
-			want: []want{{
-				id: idNoMatchingPods, sev: findings.Warning, obj: "shop/service/order-service",
-				evidence: []string{"1 pod matches but has finished", "migrate-x"},
+			want: []ct.Want{{
+				ID: idNoMatchingPods, Severity: findings.Warning, Object: "shop/service/order-service",
+				Evidence: []string{"1 pod matches but has finished", "migrate-x"},
 			}},
 		},
 		{
@@ -281,13 +263,13 @@ func TestAnalyze(t *testing.T) {
 					"Back-off restarting failed container app", 2*time.Minute, 31))
 				return sh.withSlices()
 			},
-			want: []want{{
-				id: idNoReadyEndpoints, sev: findings.Critical, obj: "shop/service/order-service",
-				title: []string{"2 endpoints and none is ready"},
-				evidence: []string{"endpoint 10.244.0.10 -> pod order-service-5d8f7c-a on node-1: ready=false serving=false terminating=false",
+			want: []ct.Want{{
+				ID: idNoReadyEndpoints, Severity: findings.Critical, Object: "shop/service/order-service",
+				Title: []string{"2 endpoints and none is ready"},
+				Evidence: []string{"endpoint 10.244.0.10 -> pod order-service-5d8f7c-a on node-1: ready=false serving=false terminating=false",
 					"pod order-service-5d8f7c-a: Ready=False (ContainersNotReady", "container app waiting: CrashLoopBackOff", "7 restarts",
 					"event Warning BackOff x31, last 2m ago"},
-				noPatch: true,
+				NoPatch: true,
 			}},
 		},
 		{
@@ -317,10 +299,10 @@ func TestAnalyze(t *testing.T) {
 				}
 				return sh.withSlices()
 			},
-			want: []want{{
-				id: idNoReadyEndpoints, sev: findings.Critical, obj: "shop/service/order-service",
-				title:    []string{"no endpoints", "2 selected pods has a pod IP"},
-				evidence: []string{"PodScheduled=False (Unschedulable: 0/2 nodes are available: 2 Insufficient memory.)", "phase=Pending"},
+			want: []ct.Want{{
+				ID: idNoReadyEndpoints, Severity: findings.Critical, Object: "shop/service/order-service",
+				Title:    []string{"no endpoints", "2 selected pods has a pod IP"},
+				Evidence: []string{"PodScheduled=False (Unschedulable: 0/2 nodes are available: 2 Insufficient memory.)", "phase=Pending"},
 			}},
 		},
 		{
@@ -332,11 +314,11 @@ func TestAnalyze(t *testing.T) {
 				sh.s.Services = append(sh.s.Services, young)
 				return sh.s // no slices at all
 			},
-			want: []want{
-				{id: idNoEndpointSlices, sev: findings.Critical, obj: "shop/service/order-service",
-					title:    []string{"selects 2 pods with an IP but has no EndpointSlice"},
-					evidence: []string{"order-service-5d8f7c-a (10.244.0.10)", "created 60m ago", "2 Services lack EndpointSlices"}},
-				{id: idNoEndpointSlices, sev: findings.Critical, obj: "shop/service/product-service"},
+			want: []ct.Want{
+				{ID: idNoEndpointSlices, Severity: findings.Critical, Object: "shop/service/order-service",
+					Title:    []string{"selects 2 pods with an IP but has no EndpointSlice"},
+					Evidence: []string{"order-service-5d8f7c-a (10.244.0.10)", "created 60m ago", "2 Services lack EndpointSlices"}},
+				{ID: idNoEndpointSlices, Severity: findings.Critical, Object: "shop/service/product-service"},
 			},
 		},
 		{
@@ -355,10 +337,10 @@ func TestAnalyze(t *testing.T) {
 					"Error syncing load balancer: failed to ensure load balancer: PublicIPCountLimitReached", 3*time.Minute, 12))
 				return sh.withSlices()
 			},
-			want: []want{{
-				id: idLoadBalancerPending, sev: findings.Warning, obj: "shop/service/store-front",
-				title:    []string{"no external address after 60m"},
-				evidence: []string{"status.loadBalancer.ingress is empty", "SyncLoadBalancerFailed x12", "PublicIPCountLimitReached"},
+			want: []ct.Want{{
+				ID: idLoadBalancerPending, Severity: findings.Warning, Object: "shop/service/store-front",
+				Title:    []string{"no external address after 60m"},
+				Evidence: []string{"status.loadBalancer.ingress is empty", "SyncLoadBalancerFailed x12", "PublicIPCountLimitReached"},
 			}},
 		},
 		{
@@ -371,9 +353,9 @@ func TestAnalyze(t *testing.T) {
 				}
 				return sh.withSlices()
 			},
-			want: []want{{
-				id: idExternalNameIsIP, sev: findings.Warning, obj: "shop/service/payments",
-				evidence: []string{"spec.externalName=10.1.2.3"},
+			want: []ct.Want{{
+				ID: idExternalNameIsIP, Severity: findings.Warning, Object: "shop/service/payments",
+				Evidence: []string{"spec.externalName=10.1.2.3"},
 			}},
 		},
 		{
@@ -405,7 +387,7 @@ func TestGaps(t *testing.T) {
 	cases := []struct {
 		name string
 		snap func() *cluster.Snapshot
-		want []want
+		want []ct.Want
 	}{
 		{
 			name: "pods not read: no pod-based check fires",
@@ -440,7 +422,7 @@ func TestGaps(t *testing.T) {
 				s.Gaps = []cluster.Gap{{Resource: cluster.ResEndpointSlices, Reason: cluster.GapTimeout, Message: "timeout"}}
 				return s
 			},
-			want: []want{{id: idTargetPortMismatch, sev: findings.Critical, obj: "shop/service/order-service"}},
+			want: []ct.Want{{ID: idTargetPortMismatch, Severity: findings.Critical, Object: "shop/service/order-service"}},
 		},
 		{
 			name: "snapshot limited to another namespace",
@@ -459,76 +441,20 @@ func TestGaps(t *testing.T) {
 	}
 }
 
-// assertFindings checks that got holds exactly the wanted findings (so
-// healthy neighbours stay silent) with the wanted details.
-func assertFindings(t *testing.T, got []findings.Finding, wants []want) {
+// assertFindings is ct.AssertFindings for the network area, plus a rule of
+// this area: every mutating fix patches the Service the finding is about.
+func assertFindings(t *testing.T, got []findings.Finding, wants []ct.Want) {
 	t.Helper()
-	used := make([]bool, len(got))
-	for _, w := range wants {
-		idx := -1
-		for i, f := range got {
-			if !used[i] && f.ID == w.id && f.Object.String() == w.obj {
-				idx = i
-				break
-			}
-		}
-		if idx < 0 {
-			t.Errorf("missing finding %s on %s; got:\n%s", w.id, w.obj, dump(got))
+	for _, f := range ct.AssertFindings(t, findings.AreaNetwork, got, wants) {
+		if f == nil {
 			continue
 		}
-		used[idx] = true
-		f := got[idx]
-		if f.Severity != w.sev {
-			t.Errorf("%s on %s: severity %s, want %s", w.id, w.obj, f.Severity, w.sev)
-		}
-		if f.Area != findings.AreaNetwork {
-			t.Errorf("%s: area %s, want network", w.id, f.Area)
-		}
-		if f.Title == "" || f.Explanation == "" || len(f.Evidence) == 0 || len(f.Remediation) == 0 {
-			t.Errorf("%s: title, explanation, evidence and remediation must all be set: %+v", w.id, f)
-		}
-		for _, s := range w.title {
-			if !strings.Contains(f.Title, s) {
-				t.Errorf("%s: title %q lacks %q", w.id, f.Title, s)
+		for _, r := range ct.Mutating(f) {
+			if !strings.Contains(r.Command, "kubectl patch service "+f.Object.Name) {
+				t.Errorf("%s: patch command %q does not patch the Service", f.ID, r.Command)
 			}
-		}
-		ev := strings.Join(f.Evidence, "\n")
-		for _, s := range w.evidence {
-			if !strings.Contains(ev, s) {
-				t.Errorf("%s: evidence lacks %q; evidence:\n%s", w.id, s, ev)
-			}
-		}
-		for _, s := range w.notEvidence {
-			if strings.Contains(ev, s) {
-				t.Errorf("%s: evidence must not mention %q; evidence:\n%s", w.id, s, ev)
-			}
-		}
-		var patches []string
-		for _, r := range f.Remediation {
-			if r.Action != nil {
-				patches = append(patches, string(r.Action.Patch))
-				if !strings.Contains(r.Command, "kubectl patch service "+f.Object.Name) {
-					t.Errorf("%s: patch command %q does not patch the Service", w.id, r.Command)
-				}
-			}
-		}
-		if w.patch != "" && !strings.Contains(strings.Join(patches, "\n"), w.patch) {
-			t.Errorf("%s: no patch contains %s; patches: %v", w.id, w.patch, patches)
-		}
-		if w.noPatch && len(patches) > 0 {
-			t.Errorf("%s: want no mutating remediation, got %v", w.id, patches)
 		}
 	}
-	for i, f := range got {
-		if !used[i] {
-			t.Errorf("unexpected finding %s on %s: %s", f.ID, f.Object, f.Title)
-		}
-	}
-}
-
-func dump(fs []findings.Finding) string {
-	b, _ := json.MarshalIndent(fs, "", "  ")
-	return string(b)
 }
 
 func TestChecksCoverEveryID(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/kdiag/kdiag/pkg/cluster"
+	ct "github.com/kdiag/kdiag/pkg/cluster/clustertest"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/lab/kubelet"
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
@@ -148,69 +149,69 @@ func TestIntegrationNode(t *testing.T) {
 	}
 
 	// node-not-ready: the kubelet is alive (fresh Lease) but reports NotReady.
-	f := find(t, fs, idNotReady, notReadyNode)
+	f := ct.MustFind(t, fs, idNotReady, notReadyNode)
 	if f.Severity != findings.Critical {
 		t.Errorf("node-not-ready severity %s", f.Severity)
 	}
-	evidenceHas(t, f, "reason=KubeletNotReady", "cni plugin not initialized", "Lease kube-node-lease/"+notReadyNode+" spec.renewTime=",
+	ct.AssertMentions(t, f, "reason=KubeletNotReady", "cni plugin not initialized", "Lease kube-node-lease/"+notReadyNode+" spec.renewTime=",
 		"node.kubernetes.io/not-ready:NoExecute", "lastHeartbeatTime=")
 	if !strings.Contains(f.Explanation, "is alive") {
 		t.Errorf("the lab renews a manual node's Lease, so kdiag should say the kubelet is alive: %s", f.Explanation)
 	}
-	f = find(t, fs, idNotReady, deadNode)
-	evidenceHas(t, f, "status is Unknown", "NodeStatusUnknown", "Lease last renewed", "bound to the node", "node.kubernetes.io/unreachable:NoExecute")
+	f = ct.MustFind(t, fs, idNotReady, deadNode)
+	ct.AssertMentions(t, f, "status is Unknown", "NodeStatusUnknown", "Lease last renewed", "bound to the node", "node.kubernetes.io/unreachable:NoExecute")
 	if strings.Contains(f.Title, "; 0 pods on it") {
 		t.Errorf("the pod on-dead runs on %s: %s", deadNode, f.Title)
 	}
 	if !strings.Contains(f.Explanation, "stopped heartbeating") {
 		t.Errorf("a dead kubelet: the explanation should say it stopped heartbeating: %s", f.Explanation)
 	}
-	none(t, fs, idNotReady, sickNode)
-	none(t, fs, idNotReady, healthyNode)
+	ct.None(t, fs, idNotReady, sickNode)
+	ct.None(t, fs, idNotReady, healthyNode)
 
 	// node-pressure: critical, since the kubelet evicted a pod for memory.
-	f = find(t, fs, idPressure, sickNode)
+	f = ct.MustFind(t, fs, idPressure, sickNode)
 	if f.Severity != findings.Critical {
 		t.Errorf("node-pressure with an eviction: severity %s, want critical", f.Severity)
 	}
-	evidenceHas(t, f, "MemoryPressure", "node.kubernetes.io/memory-pressure:NoSchedule", "evicted or rejected by the kubelet for memory on this node: "+itNS+"/evicted-sick")
-	none(t, fs, idPressure, healthyNode)
-	none(t, fs, idPressure, notReadyNode)
+	ct.AssertMentions(t, f, "MemoryPressure", "node.kubernetes.io/memory-pressure:NoSchedule", "evicted or rejected by the kubelet for memory on this node: "+itNS+"/evicted-sick")
+	ct.None(t, fs, idPressure, healthyNode)
+	ct.None(t, fs, idPressure, notReadyNode)
 
-	f = find(t, fs, idNetworkUnavailable, sickNode)
-	evidenceHas(t, f, "NoRouteCreated", "RouteController failed to create a route")
-	none(t, fs, idNetworkUnavailable, healthyNode)
+	f = ct.MustFind(t, fs, idNetworkUnavailable, sickNode)
+	ct.AssertMentions(t, f, "NoRouteCreated", "RouteController failed to create a route")
+	ct.None(t, fs, idNetworkUnavailable, healthyNode)
 
-	f = find(t, fs, idProblemCondition, sickNode)
-	evidenceHas(t, f, "KernelDeadlock=True", "DockerHung", "blocked for more than 120 seconds")
-	none(t, fs, idProblemCondition, healthyNode)
+	f = ct.MustFind(t, fs, idProblemCondition, sickNode)
+	ct.AssertMentions(t, f, "KernelDeadlock=True", "DockerHung", "blocked for more than 120 seconds")
+	ct.None(t, fs, idProblemCondition, healthyNode)
 
-	f = find(t, fs, idCordoned, sickNode)
+	f = ct.MustFind(t, fs, idCordoned, sickNode)
 	if f.Severity != findings.Info {
 		t.Errorf("fresh cordon: severity %s, want info", f.Severity)
 	}
-	evidenceHas(t, f, "spec.unschedulable=true", "node.kubernetes.io/unschedulable:NoSchedule added")
-	none(t, fs, idCordoned, healthyNode)
+	ct.AssertMentions(t, f, "spec.unschedulable=true", "node.kubernetes.io/unschedulable:NoSchedule added")
+	ct.None(t, fs, idCordoned, healthyNode)
 
 	// pod-no-resources-on-pressured-node: the BestEffort pod on the
 	// pressured node only.
-	f = find(t, fs, idBestEffort, sickNode)
-	evidenceHas(t, f, itNS+"/be-sick")
+	f = ct.MustFind(t, fs, idBestEffort, sickNode)
+	ct.AssertMentions(t, f, itNS+"/be-sick")
 	if all := strings.Join(f.Evidence, "\n"); strings.Contains(all, "burstable-sick") || strings.Contains(all, "evicted-sick") {
 		t.Errorf("only BestEffort pods that still run belong here:\n%s", all)
 	}
-	none(t, fs, idBestEffort, healthyNode)
+	ct.None(t, fs, idBestEffort, healthyNode)
 
 	// pod-evicted: the evicted bare pod; nothing about the running ones.
-	f = find(t, fs, idEvicted, "evicted-sick")
-	evidenceHas(t, f, "low on resource: memory", "on node "+sickNode)
-	none(t, fs, idEvicted, "be-sick")
+	f = ct.MustFind(t, fs, idEvicted, "evicted-sick")
+	ct.AssertMentions(t, f, "low on resource: memory", "on node "+sickNode)
+	ct.None(t, fs, idEvicted, "be-sick")
 
 	// oom-killed: on the healthy node, with the limit patch for the Deployment.
-	f = find(t, fs, idOOMKilled, healthyNode)
-	evidenceHas(t, f, itNS+"/"+orderPod+" container app (Deployment order)", "restartCount=3", "memory request 128Mi, limit 256Mi")
-	none(t, fs, idOOMKilled, sickNode)
-	if m := mutating(f); len(m) != 1 || !strings.Contains(string(m[0].Action.Patch), `"memory":"384Mi"`) {
+	f = ct.MustFind(t, fs, idOOMKilled, healthyNode)
+	ct.AssertMentions(t, f, itNS+"/"+orderPod+" container app (Deployment order)", "restartCount=3", "memory request 128Mi, limit 256Mi")
+	ct.None(t, fs, idOOMKilled, sickNode)
+	if m := ct.Mutating(f); len(m) != 1 || !strings.Contains(string(m[0].Action.Patch), `"memory":"384Mi"`) {
 		t.Errorf("want one patch raising the limit to 384Mi, got %+v", m)
 	}
 
@@ -266,7 +267,7 @@ func TestIntegrationNodeGaps(t *testing.T) {
 		t.Fatalf("an unprivileged user should get gaps for nodes and pods, got %v", s.Gaps)
 	}
 	if fs := Analyze(s); len(fs) != 0 {
-		t.Fatalf("nothing read, nothing to say; got %s", dump(fs))
+		t.Fatalf("nothing read, nothing to say; got %s", ct.Dump(fs))
 	}
 }
 

@@ -44,7 +44,7 @@ func TestHealthyClusterIsSilent(t *testing.T) {
 	ct.SetMemory(&p, "app", "128Mi", "256Mi")
 	s.Pods = append(s.Pods, p, ct.RunningPod("shop", "cache-1", "n2", nil)) // BestEffort, but no pressure
 	if fs := Analyze(s); len(fs) != 0 {
-		t.Fatalf("healthy cluster: want no findings, got:\n%s", dump(fs))
+		t.Fatalf("healthy cluster: want no findings, got:\n%s", ct.Dump(fs))
 	}
 	if fs := Analyze(nil); fs != nil {
 		t.Fatalf("nil snapshot: want nil, got %v", fs)
@@ -105,7 +105,7 @@ func TestNodeNotReady(t *testing.T) {
 			name: "Unknown, Lease not read: the controller's verdict stands",
 			build: func(s *cluster.Snapshot) {
 				s.Nodes = append(s.Nodes, ct.NotReadyNode("bad", corev1.ConditionUnknown, "NodeStatusUnknown", "", 2*time.Minute))
-				s.Gaps = append(s.Gaps, gap(cluster.ResLeases))
+				s.Gaps = append(s.Gaps, ct.Gap(cluster.ResLeases))
 			},
 			node:    "bad",
 			want:    []string{"not read"},
@@ -127,7 +127,7 @@ func TestNodeNotReady(t *testing.T) {
 			name: "Leases not read: says so, concludes nothing about the heartbeat",
 			build: func(s *cluster.Snapshot) {
 				s.Nodes = append(s.Nodes, ct.NotReadyNode("bad", corev1.ConditionFalse, "KubeletNotReady", msg, 3*time.Minute))
-				s.Gaps = append(s.Gaps, gap(cluster.ResLeases), gap(cluster.ResPods))
+				s.Gaps = append(s.Gaps, ct.Gap(cluster.ResLeases), ct.Gap(cluster.ResPods))
 			},
 			node:    "bad",
 			want:    []string{"Lease kube-node-lease/bad not read", "pods not (completely) read"},
@@ -141,12 +141,12 @@ func TestNodeNotReady(t *testing.T) {
 			s.Leases = append(s.Leases, ct.NodeLease("good", time.Second))
 			tc.build(s)
 			fs := Analyze(s)
-			checkBasics(t, fs)
-			f := find(t, fs, idNotReady, tc.node)
+			ct.AssertComplete(t, fs, Checks(), findings.AreaNode)
+			f := ct.MustFind(t, fs, idNotReady, tc.node)
 			if f.Severity != findings.Critical || f.Object != (findings.ObjectRef{Kind: "Node", Name: tc.node}) {
 				t.Errorf("severity/object = %s %v", f.Severity, f.Object)
 			}
-			evidenceHas(t, f, tc.want...)
+			ct.AssertMentions(t, f, tc.want...)
 			if !strings.Contains(f.Explanation, tc.explain) {
 				t.Errorf("explanation lacks %q: %s", tc.explain, f.Explanation)
 			}
@@ -158,7 +158,7 @@ func TestNodeNotReady(t *testing.T) {
 					t.Errorf("node-not-ready must offer only read-only commands, got %q", r.Command)
 				}
 			}
-			none(t, fs, idNotReady, "good")
+			ct.None(t, fs, idNotReady, "good")
 		})
 	}
 }
@@ -172,7 +172,7 @@ func TestNodeChecksSilentWhenNodesNotRead(t *testing.T) {
 	ct.Cordon(&n, 48*time.Hour)
 	s.Nodes = append(s.Nodes, n)
 	s.Pods = append(s.Pods, ct.RunningPod("shop", "be", "bad", nil))
-	s.Gaps = append(s.Gaps, gap(cluster.ResNodes))
+	s.Gaps = append(s.Gaps, ct.Gap(cluster.ResNodes))
 	for _, f := range Analyze(s) {
 		if f.ID != idOOMKilled && f.ID != idEvicted {
 			t.Errorf("nodes are in s.Gaps, yet %s fired: %s", f.ID, f.Title)
@@ -246,16 +246,16 @@ func TestNodePressure(t *testing.T) {
 			tc.add(s, &n)
 			s.Nodes = append(s.Nodes, n, ct.ReadyNode("cool"))
 			fs := Analyze(s)
-			checkBasics(t, fs)
-			f := find(t, fs, idPressure, "hot")
+			ct.AssertComplete(t, fs, Checks(), findings.AreaNode)
+			f := ct.MustFind(t, fs, idPressure, "hot")
 			if f.Severity != tc.sev {
 				t.Errorf("severity = %s, want %s", f.Severity, tc.sev)
 			}
-			evidenceHas(t, f, tc.want...)
-			if got := len(withID(fs, idPressure)); got != 1 {
+			ct.AssertMentions(t, f, tc.want...)
+			if got := len(ct.WithID(fs, idPressure)); got != 1 {
 				t.Errorf("want one pressure finding (one per node and condition), got %d", got)
 			}
-			none(t, fs, idPressure, "cool")
+			ct.None(t, fs, idPressure, "cool")
 		})
 	}
 }
@@ -266,7 +266,7 @@ func TestNodePressureOnePerCondition(t *testing.T) {
 	ct.SetNodeCondition(&n, corev1.NodeMemoryPressure, corev1.ConditionTrue, "KubeletHasInsufficientMemory", "", time.Minute)
 	ct.SetNodeCondition(&n, corev1.NodeDiskPressure, corev1.ConditionTrue, "KubeletHasDiskPressure", "", time.Minute)
 	s.Nodes = append(s.Nodes, n)
-	if got := len(withID(Analyze(s), idPressure)); got != 2 {
+	if got := len(ct.WithID(Analyze(s), idPressure)); got != 2 {
 		t.Fatalf("memory and disk pressure on one node: want 2 findings, got %d", got)
 	}
 }
@@ -281,14 +281,14 @@ func TestNodeNetworkUnavailable(t *testing.T) {
 	ok.Spec.PodCIDRs = []string{"10.244.1.0/24"}
 	s.Nodes = append(s.Nodes, n, ok)
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	f := find(t, fs, idNetworkUnavailable, "nonet")
+	ct.AssertComplete(t, fs, Checks(), findings.AreaNode)
+	f := ct.MustFind(t, fs, idNetworkUnavailable, "nonet")
 	if f.Severity != findings.Critical {
 		t.Errorf("severity = %s", f.Severity)
 	}
-	evidenceHas(t, f, "NetworkUnavailable for 9m (NoRouteCreated)", "RouteController failed to create a route",
+	ct.AssertMentions(t, f, "NetworkUnavailable for 9m (NoRouteCreated)", "RouteController failed to create a route",
 		"node.kubernetes.io/network-unavailable:NoSchedule", "spec.podCIDR is empty")
-	none(t, fs, idNetworkUnavailable, "net")
+	ct.None(t, fs, idNetworkUnavailable, "net")
 }
 
 func TestNodeProblemCondition(t *testing.T) {
@@ -304,10 +304,10 @@ func TestNodeProblemCondition(t *testing.T) {
 	s.Nodes = append(s.Nodes, n, healthy)
 
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	got := withID(fs, idProblemCondition)
+	ct.AssertComplete(t, fs, Checks(), findings.AreaNode)
+	got := ct.WithID(fs, idProblemCondition)
 	if len(got) != 2 {
-		t.Fatalf("want 2 problem conditions (KernelDeadlock, ReadonlyFilesystem), got:\n%s", dump(got))
+		t.Fatalf("want 2 problem conditions (KernelDeadlock, ReadonlyFilesystem), got:\n%s", ct.Dump(got))
 	}
 	var kd, ro findings.Finding
 	for _, f := range got {
@@ -320,12 +320,12 @@ func TestNodeProblemCondition(t *testing.T) {
 	if kd.Severity != findings.Warning || kd.Object.Name != "sick" {
 		t.Errorf("KernelDeadlock: %s %v", kd.Severity, kd.Object)
 	}
-	evidenceHas(t, kd, "KernelDeadlock=True for 30m (DockerHung)", "blocked for more than 120 seconds", "DockerHung x1")
+	ct.AssertMentions(t, &kd, "KernelDeadlock=True for 30m (DockerHung)", "blocked for more than 120 seconds", "DockerHung x1")
 	if strings.Contains(kd.Title, "stale") {
 		t.Errorf("fresh heartbeat reported as stale: %s", kd.Title)
 	}
-	evidenceHas(t, ro, "ReadonlyFilesystem=True for 120m", "heartbeat is stale", "lastHeartbeatTime=2026-05-20T11:00:00Z (60m ago)")
-	none(t, fs, idProblemCondition, "fine")
+	ct.AssertMentions(t, &ro, "ReadonlyFilesystem=True for 120m", "heartbeat is stale", "lastHeartbeatTime=2026-05-20T11:00:00Z (60m ago)")
+	ct.None(t, fs, idProblemCondition, "fine")
 }
 
 func TestNodeCordoned(t *testing.T) {
@@ -375,13 +375,13 @@ func TestNodeCordoned(t *testing.T) {
 			s.Nodes = append(s.Nodes, tc.node(), ct.ReadyNode("open"))
 			s.Pods = append(s.Pods, ct.RunningPod("shop", "web-1", "c", nil))
 			fs := Analyze(s)
-			checkBasics(t, fs)
-			f := find(t, fs, idCordoned, "c")
+			ct.AssertComplete(t, fs, Checks(), findings.AreaNode)
+			f := ct.MustFind(t, fs, idCordoned, "c")
 			if f.Severity != tc.sev {
 				t.Errorf("severity = %s, want %s", f.Severity, tc.sev)
 			}
-			evidenceHas(t, f, tc.want...)
-			m := mutating(f)
+			ct.AssertMentions(t, f, tc.want...)
+			m := ct.Mutating(f)
 			if tc.patch != (len(m) == 1) {
 				t.Fatalf("want uncordon patch: %v, got %d mutating remediations", tc.patch, len(m))
 			}
@@ -394,7 +394,7 @@ func TestNodeCordoned(t *testing.T) {
 					t.Errorf("uncordon command = %s", m[0].Command)
 				}
 			}
-			none(t, fs, idCordoned, "open")
+			ct.None(t, fs, idCordoned, "open")
 		})
 	}
 }
@@ -427,19 +427,19 @@ func TestOOMKilled(t *testing.T) {
 	s.Pods = append(s.Pods, killed, killed2, unlimited, healthy)
 
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	if got := withID(fs, idOOMKilled); len(got) != 1 {
-		t.Fatalf("want one oom-killed finding (grouped by node), got:\n%s", dump(got))
+	ct.AssertComplete(t, fs, Checks(), findings.AreaNode)
+	if got := ct.WithID(fs, idOOMKilled); len(got) != 1 {
+		t.Fatalf("want one oom-killed finding (grouped by node), got:\n%s", ct.Dump(got))
 	}
-	f := find(t, fs, idOOMKilled, "n1")
+	f := ct.MustFind(t, fs, idOOMKilled, "n1")
 	if f.Severity != findings.Warning || f.Object.Kind != "Node" {
 		t.Errorf("severity/object = %s %v", f.Severity, f.Object)
 	}
-	evidenceHas(t, f, "3 containers OOMKilled, most recently shop/order-1/app 18m ago (limit 256Mi)",
+	ct.AssertMentions(t, f, "3 containers OOMKilled, most recently shop/order-1/app 18m ago (limit 256Mi)",
 		"shop/order-1 container app (Deployment order): lastState.terminated.reason=OOMKilled exitCode=137",
 		"restartCount=4", "memory request 128Mi, limit 256Mi", "batch/etl container app", "memory request none, no limit",
 		"1 container without a memory limit", "status.allocatable.memory=8Gi")
-	m := mutating(f)
+	m := ct.Mutating(f)
 	if len(m) != 1 {
 		t.Fatalf("want exactly one limit patch (one per owner and container; none without a limit), got %d: %+v", len(m), m)
 	}
@@ -461,7 +461,7 @@ func TestOOMKilled(t *testing.T) {
 	if topCmds != 2 {
 		t.Errorf("want kubectl top for namespaces batch and shop, got %d", topCmds)
 	}
-	none(t, fs, idOOMKilled, "n2")
+	ct.None(t, fs, idOOMKilled, "n2")
 }
 
 func TestOOMKilledVariants(t *testing.T) {
@@ -470,7 +470,7 @@ func TestOOMKilledVariants(t *testing.T) {
 		p := ct.RunningPod("shop", "old", "n1", nil)
 		ct.OOMKilled(&p, "app", 1, 72*time.Hour)
 		s.Pods = append(s.Pods, p)
-		f := find(t, Analyze(s), idOOMKilled, "n1")
+		f := ct.MustFind(t, Analyze(s), idOOMKilled, "n1")
 		if f.Severity != findings.Info {
 			t.Errorf("kill 3d ago: severity %s, want info", f.Severity)
 		}
@@ -486,9 +486,9 @@ func TestOOMKilledVariants(t *testing.T) {
 		ct.SetMemory(&p, "db", "", "1Gi") // from a LimitRange: not in the template
 		p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "OOMKilled", ExitCode: 137, FinishedAt: metav1.NewTime(ct.Now().Add(-time.Minute))}}
 		s.Pods = append(s.Pods, p)
-		f := find(t, Analyze(s), idOOMKilled, "n1")
-		evidenceHas(t, f, "state.terminated.reason=OOMKilled", "(StatefulSet db)")
-		m := mutating(f)
+		f := ct.MustFind(t, Analyze(s), idOOMKilled, "n1")
+		ct.AssertMentions(t, f, "state.terminated.reason=OOMKilled", "(StatefulSet db)")
+		m := ct.Mutating(f)
 		if len(m) != 1 || m[0].Action.Resource != "statefulsets" || !strings.Contains(string(m[0].Action.Patch), `"memory":"1536Mi"`) {
 			t.Fatalf("want a statefulset patch to 1536Mi, got %+v", m)
 		}
@@ -497,17 +497,17 @@ func TestOOMKilledVariants(t *testing.T) {
 		s := ct.Snapshot()
 		s.Nodes = append(s.Nodes, ct.ReadyNode("n1"))
 		s.Events = append(s.Events, ct.NodeEvent("n1", corev1.EventTypeWarning, "SystemOOM", "System OOM encountered, victim process: java, pid: 4242", 5*time.Minute, 2))
-		f := find(t, Analyze(s), idOOMKilled, "n1")
-		evidenceHas(t, f, "OOM killer ran 2 times", "victim process: java")
+		f := ct.MustFind(t, Analyze(s), idOOMKilled, "n1")
+		ct.AssertMentions(t, f, "OOM killer ran 2 times", "victim process: java")
 	})
 	t.Run("pods not read: silent", func(t *testing.T) {
 		s := ct.Snapshot()
 		p := ct.RunningPod("shop", "x", "n1", nil)
 		ct.OOMKilled(&p, "app", 1, time.Minute)
 		s.Pods = append(s.Pods, p)
-		s.Gaps = append(s.Gaps, gap(cluster.ResPods), gap(cluster.ResEvents))
-		if got := withID(Analyze(s), idOOMKilled); len(got) != 0 {
-			t.Fatalf("pods in s.Gaps: want no oom-killed, got %s", dump(got))
+		s.Gaps = append(s.Gaps, ct.Gap(cluster.ResPods), ct.Gap(cluster.ResEvents))
+		if got := ct.WithID(Analyze(s), idOOMKilled); len(got) != 0 {
+			t.Fatalf("pods in s.Gaps: want no oom-killed, got %s", ct.Dump(got))
 		}
 	})
 	t.Run("owner not read: no patch, still reported", func(t *testing.T) {
@@ -518,10 +518,10 @@ func TestOOMKilledVariants(t *testing.T) {
 		ct.SetMemory(&p, "app", "", "256Mi")
 		ct.OOMKilled(&p, "app", 1, time.Minute)
 		s.Pods = append(s.Pods, p)
-		s.Gaps = append(s.Gaps, gap(cluster.ResDeployments), gap(cluster.ResReplicaSets))
-		f := find(t, Analyze(s), idOOMKilled, "n1")
-		if len(mutating(f)) != 0 {
-			t.Errorf("owner not in the snapshot: no patch expected, got %+v", mutating(f))
+		s.Gaps = append(s.Gaps, ct.Gap(cluster.ResDeployments), ct.Gap(cluster.ResReplicaSets))
+		f := ct.MustFind(t, Analyze(s), idOOMKilled, "n1")
+		if len(ct.Mutating(f)) != 0 {
+			t.Errorf("owner not in the snapshot: no patch expected, got %+v", ct.Mutating(f))
 		}
 	})
 }
@@ -559,23 +559,23 @@ func TestPodEvicted(t *testing.T) {
 	s.Pods = append(s.Pods, e1, e2, e3, bare, failed, ct.RunningPod("shop", "web-d", "n1", nil))
 
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	got := withID(fs, idEvicted)
+	ct.AssertComplete(t, fs, Checks(), findings.AreaNode)
+	got := ct.WithID(fs, idEvicted)
 	if len(got) != 2 {
-		t.Fatalf("want 2 eviction findings (Deployment web, bare pod debug), got:\n%s", dump(got))
+		t.Fatalf("want 2 eviction findings (Deployment web, bare pod debug), got:\n%s", ct.Dump(got))
 	}
-	f := find(t, fs, idEvicted, "web")
+	f := ct.MustFind(t, fs, idEvicted, "web")
 	if f.Object != (findings.ObjectRef{Kind: "Deployment", Namespace: "shop", Name: "web"}) || f.Severity != findings.Warning {
 		t.Errorf("object/severity = %v %s", f.Object, f.Severity)
 	}
-	evidenceHas(t, f, "3 pods evicted by the kubelet (2 for ephemeral-storage, 1 for memory), latest 3m ago",
+	ct.AssertMentions(t, f, "3 pods evicted by the kubelet (2 for ephemeral-storage, 1 for memory), latest 3m ago",
 		"nodes: 2 n1, 1 n2", "shop/web-a on node n1, 3m ago: The node was low on resource: memory",
 		"The node had condition: [DiskPressure]")
-	old := find(t, fs, idEvicted, "debug")
+	old := ct.MustFind(t, fs, idEvicted, "debug")
 	if old.Severity != findings.Info || old.Object.Kind != "Pod" {
 		t.Errorf("2-day-old eviction of a bare pod: %s %v", old.Severity, old.Object)
 	}
-	none(t, fs, idEvicted, "job-x")
+	ct.None(t, fs, idEvicted, "job-x")
 }
 
 func TestBestEffortOnPressuredNode(t *testing.T) {
@@ -594,25 +594,25 @@ func TestBestEffortOnPressuredNode(t *testing.T) {
 	s.Pods = append(s.Pods, be, burstable, qos, done, ct.RunningPod("shop", "be-cool", "cool", nil))
 
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	f := find(t, fs, idBestEffort, "hot")
+	ct.AssertComplete(t, fs, Checks(), findings.AreaNode)
+	f := ct.MustFind(t, fs, idBestEffort, "hot")
 	if f.Severity != findings.Warning {
 		t.Errorf("severity = %s", f.Severity)
 	}
-	evidenceHas(t, f, "under MemoryPressure and runs 1 BestEffort pod", "shop/cache-0 (StatefulSet cache): no CPU or memory requests or limits")
+	ct.AssertMentions(t, f, "under MemoryPressure and runs 1 BestEffort pod", "shop/cache-0 (StatefulSet cache): no CPU or memory requests or limits")
 	for _, e := range f.Evidence {
 		if strings.Contains(e, "web-1") || strings.Contains(e, "api-1") || strings.Contains(e, "job-1") {
 			t.Errorf("non-BestEffort or finished pod listed: %s", e)
 		}
 	}
-	none(t, fs, idBestEffort, "cool")
+	ct.None(t, fs, idBestEffort, "cool")
 
 	t.Run("pods not read: silent", func(t *testing.T) {
 		s2 := ct.Snapshot()
 		s2.Nodes = append(s2.Nodes, hot)
 		s2.Pods = append(s2.Pods, be)
-		s2.Gaps = append(s2.Gaps, gap(cluster.ResPods))
-		none(t, Analyze(s2), idBestEffort, "hot")
+		s2.Gaps = append(s2.Gaps, ct.Gap(cluster.ResPods))
+		ct.None(t, Analyze(s2), idBestEffort, "hot")
 	})
 }
 

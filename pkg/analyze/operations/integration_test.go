@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kdiag/kdiag/pkg/cluster"
+	ct "github.com/kdiag/kdiag/pkg/cluster/clustertest"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/lab/kubelet"
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
@@ -180,7 +181,7 @@ func TestIntegrationOperations(t *testing.T) {
 
 	snap = readLive(t, ctx, cs)
 	fs := Analyze(snap)
-	logFindings(t, fs)
+	ct.LogFindings(t, fs)
 
 	// pdb-blocks-disruption: fires on every blocking shape, with its reason.
 	blocks := map[string]struct {
@@ -197,7 +198,7 @@ func TestIntegrationOperations(t *testing.T) {
 		"bare":  {findings.Critical, "bare pods count for nothing"},
 	}
 	for name, want := range blocks {
-		f := find(fs, idPDBBlocks, name)
+		f := ct.Find(fs, idPDBBlocks, name)
 		if f == nil {
 			t.Errorf("pdb-blocks-disruption did not fire for %s", name)
 			continue
@@ -205,70 +206,70 @@ func TestIntegrationOperations(t *testing.T) {
 		if f.Severity != want.sev {
 			t.Errorf("%s: severity %s, want %s", name, f.Severity, want.sev)
 		}
-		assertEvidence(t, f, want.frag)
+		ct.AssertEvidence(t, f, want.frag)
 		if name != "agent" && name != "bare" {
-			assertEvidence(t, f, "(matches the status)")
+			ct.AssertEvidence(t, f, "(matches the status)")
 		}
 	}
 	for _, name := range []string{"web", "fe", "frontend", "typo", "nullsel"} {
-		if f := find(fs, idPDBBlocks, name); f != nil {
+		if f := ct.Find(fs, idPDBBlocks, name); f != nil {
 			t.Errorf("pdb-blocks-disruption fired for %s: %s", name, f.Title)
 		}
 	}
-	nginx := find(fs, idPDBBlocks, "nginx")
+	nginx := ct.Find(fs, idPDBBlocks, "nginx")
 	if nginx != nil {
-		assertEvidence(t, nginx, "will stall: node "+node)
+		ct.AssertEvidence(t, nginx, "will stall: node "+node)
 	}
 
 	// pod-multiple-pdbs: fe's pods are under fe and frontend.
-	if f := find(fs, idMultiplePDBs, "fe"); f == nil {
+	if f := ct.Find(fs, idMultiplePDBs, "fe"); f == nil {
 		t.Errorf("pod-multiple-pdbs did not fire for Deployment fe")
 	} else {
-		assertEvidence(t, f, "PodDisruptionBudget ops-it/fe", "PodDisruptionBudget ops-it/frontend")
+		ct.AssertEvidence(t, f, "PodDisruptionBudget ops-it/fe", "PodDisruptionBudget ops-it/frontend")
 	}
-	if got := withID(fs, idMultiplePDBs); len(got) != 1 {
+	if got := ct.WithID(fs, idMultiplePDBs); len(got) != 1 {
 		t.Errorf("pod-multiple-pdbs: %d findings, want 1 (fe)", len(got))
 	}
 
 	// pdb-no-matching-pods: the typo and the null selector, nothing else.
 	for _, name := range []string{"typo", "nullsel"} {
-		if find(fs, idNoMatchingPods, name) == nil {
+		if ct.Find(fs, idNoMatchingPods, name) == nil {
 			t.Errorf("pdb-no-matching-pods did not fire for %s", name)
 		}
 	}
-	if f := find(fs, idNoMatchingPods, "typo"); f != nil {
-		assertEvidence(t, f, "pods in namespace ops-it carry app=nginx (1 pod) close to app=ngnix: a typo?")
+	if f := ct.Find(fs, idNoMatchingPods, "typo"); f != nil {
+		ct.AssertEvidence(t, f, "pods in namespace ops-it carry app=nginx (1 pod) close to app=ngnix: a typo?")
 	}
-	for _, f := range withID(fs, idNoMatchingPods) {
+	for _, f := range ct.WithID(fs, idNoMatchingPods) {
 		if f.Object.Name != "typo" && f.Object.Name != "nullsel" {
 			t.Errorf("pdb-no-matching-pods fired for %s", f.Object.Name)
 		}
 	}
 
 	// drain-blocked: the cordoned node only.
-	if f := find(fs, idDrainBlocked, node); f == nil {
+	if f := ct.Find(fs, idDrainBlocked, node); f == nil {
 		t.Errorf("drain-blocked did not fire for cordoned %s", node)
 	} else {
-		assertEvidence(t, f, itNS+"/"+nginxPod.Name+": HTTP 429 from PodDisruptionBudget "+itNS+"/nginx")
+		ct.AssertEvidence(t, f, itNS+"/"+nginxPod.Name+": HTTP 429 from PodDisruptionBudget "+itNS+"/nginx")
 	}
-	if got := withID(fs, idDrainBlocked); len(got) != 1 {
+	if got := ct.WithID(fs, idDrainBlocked); len(got) != 1 {
 		t.Errorf("drain-blocked: %d findings, want 1", len(got))
 	}
 
 	// eviction-failed: the autoscaler's event, linked to the nginx budget.
-	if f := find(fs, idEvictionFailed, node); f == nil {
+	if f := ct.Find(fs, idEvictionFailed, node); f == nil {
 		t.Errorf("eviction-failed did not fire for %s", node)
 	} else {
 		if !strings.Contains(f.Title, "blocked by PodDisruptionBudget "+itNS+"/nginx") {
 			t.Errorf("eviction-failed title = %q", f.Title)
 		}
-		assertEvidence(t, f, "(from cluster-autoscaler)", "still blocking")
+		ct.AssertEvidence(t, f, "(from cluster-autoscaler)", "still blocking")
 	}
 
 	// Every mutating remediation passes a server-side dry run.
 	dryRuns := 0
 	for _, f := range fs {
-		for _, r := range mutating(&f) {
+		for _, r := range ct.Mutating(&f) {
 			if err := apply(ctx, dyn, r.Action, true); err != nil {
 				t.Errorf("%s %s: dry run of %q failed: %v", f.ID, f.Object.Name, r.Command, err)
 			}
@@ -281,12 +282,12 @@ func TestIntegrationOperations(t *testing.T) {
 
 	// Apply the seed's two fixes for real: scale nginx, relax solo. Both
 	// budgets must then allow a disruption and leave the report.
-	if r := patchOf(nginx, "deployments", "scale"); r == nil {
+	if r := ct.PatchOf(nginx, "deployments", "scale"); r == nil {
 		t.Error("no scale fix for nginx")
 	} else if err := apply(ctx, dyn, r.Action, false); err != nil {
 		t.Fatalf("scale nginx: %v", err)
 	}
-	if r := patchOf(find(fs, idPDBBlocks, "solo"), "poddisruptionbudgets", ""); r == nil {
+	if r := ct.PatchOf(ct.Find(fs, idPDBBlocks, "solo"), "poddisruptionbudgets", ""); r == nil {
 		t.Error("no relax fix for solo")
 	} else if err := apply(ctx, dyn, r.Action, false); err != nil {
 		t.Fatalf("relax solo: %v", err)
@@ -294,7 +295,7 @@ func TestIntegrationOperations(t *testing.T) {
 	waitFor(t, ctx, "nginx and solo allow a disruption after the fixes", func(ctx context.Context) (bool, error) {
 		snap = readLive(t, ctx, cs)
 		fs = Analyze(snap)
-		return find(fs, idPDBBlocks, "nginx") == nil && find(fs, idPDBBlocks, "solo") == nil, nil
+		return ct.Find(fs, idPDBBlocks, "nginx") == nil && ct.Find(fs, idPDBBlocks, "solo") == nil, nil
 	})
 	for _, name := range []string{"nginx", "solo"} {
 		p := findPDBIn(snap, name)
@@ -308,7 +309,7 @@ func TestIntegrationOperations(t *testing.T) {
 	if p := findPDBIn(snap, "solo"); p != nil && (p.Spec.MinAvailable != nil || p.Spec.MaxUnavailable == nil || p.Spec.MaxUnavailable.IntValue() != 1) {
 		t.Errorf("solo budget after the relax patch: %+v", p.Spec)
 	}
-	if f := find(fs, idDrainBlocked, node); f != nil && strings.Contains(strings.Join(f.Evidence, "\n"), "PodDisruptionBudget "+itNS+"/nginx ") {
+	if f := ct.Find(fs, idDrainBlocked, node); f != nil && strings.Contains(strings.Join(f.Evidence, "\n"), "PodDisruptionBudget "+itNS+"/nginx ") {
 		t.Errorf("drain-blocked still names nginx after the fix: %v", f.Evidence)
 	}
 }
@@ -486,11 +487,4 @@ func apply(ctx context.Context, dyn dynamic.Interface, a *findings.Action, dryRu
 	}
 	_, err := dyn.Resource(a.GVR()).Namespace(a.Namespace).Patch(ctx, a.Name, a.PatchType, a.Patch, opts, sub...)
 	return err
-}
-
-func logFindings(t *testing.T, fs []findings.Finding) {
-	t.Helper()
-	for _, f := range fs {
-		t.Logf("%s %s %s: %s", f.Severity, f.ID, f.Object, f.Title)
-	}
 }

@@ -22,26 +22,26 @@ func TestDrainBlocked(t *testing.T) {
 	s.Events = append(s.Events, ct.NodeEvent("n1", corev1.EventTypeWarning, "FailedDraining",
 		"Failed to drain node, 1 pods are waiting to be evicted", 2*time.Minute, 4))
 	fs := Analyze(s)
-	f := mustFind(t, fs, idDrainBlocked, "n1")
+	f := ct.MustFind(t, fs, idDrainBlocked, "n1")
 	if f.Severity != findings.Critical || f.Object != (findings.ObjectRef{Kind: "Node", Name: "n1"}) {
 		t.Errorf("severity/object = %s %+v", f.Severity, f.Object)
 	}
 	if !strings.Contains(f.Title, "shop/nginx-5d8f7c-0: PodDisruptionBudget shop/nginx allows 0 disruptions") {
 		t.Errorf("title = %q", f.Title)
 	}
-	assertEvidence(t, f, "spec.unschedulable=true", "added 20m ago",
+	ct.AssertEvidence(t, f, "spec.unschedulable=true", "added 20m ago",
 		"shop/nginx-5d8f7c-0: HTTP 429 from PodDisruptionBudget shop/nginx (disruptionsAllowed=0)",
 		"4 events of failed evictions or drains recorded on the node")
 	if strings.Contains(strings.Join(f.Evidence, "\n"), "web-5d8f7c-0") {
 		t.Errorf("web-0 (evictable) listed as blocked: %v", f.Evidence)
 	}
-	if len(mutating(f)) != 0 {
-		t.Errorf("drain-blocked should point to the budget's fixes, not duplicate them: %+v", mutating(f))
+	if len(ct.Mutating(f)) != 0 {
+		t.Errorf("drain-blocked should point to the budget's fixes, not duplicate them: %+v", ct.Mutating(f))
 	}
-	if find(fs, idDrainBlocked, "n2") != nil {
+	if ct.Find(fs, idDrainBlocked, "n2") != nil {
 		t.Errorf("cordoned n2 reported although all its pods can be evicted")
 	}
-	if find(fs, idDrainBlocked, "n3") != nil {
+	if ct.Find(fs, idDrainBlocked, "n3") != nil {
 		t.Errorf("uncordoned n3 reported")
 	}
 
@@ -54,7 +54,7 @@ func TestDrainBlocked(t *testing.T) {
 		s.Pods = append(s.Pods, p)
 		s.PodDisruptionBudgets = append(s.PodDisruptionBudgets, ct.PDBStatus(ct.MinAvailable(ct.PDB("shop", "agent", ct.PDBSelector(lbls)), 1), 1, 1, 1, 0))
 		ct.Cordon(&s.Nodes[2], time.Minute)
-		if f := find(Analyze(s), idDrainBlocked, "n3"); f != nil {
+		if f := ct.Find(Analyze(s), idDrainBlocked, "n3"); f != nil {
 			t.Errorf("drain-blocked fired for a DaemonSet pod: %s", f.Title)
 		}
 	})
@@ -62,7 +62,7 @@ func TestDrainBlocked(t *testing.T) {
 		s := base()
 		ct.Cordon(&s.Nodes[0], time.Minute)
 		s.Gaps = append(s.Gaps, cluster.Gap{Resource: cluster.ResNodes, Reason: cluster.GapTimeout})
-		if got := withID(Analyze(s), idDrainBlocked); len(got) != 0 {
+		if got := ct.WithID(Analyze(s), idDrainBlocked); len(got) != 0 {
 			t.Errorf("findings despite a nodes gap: %+v", got)
 		}
 	})
@@ -79,39 +79,39 @@ func TestPodMultiplePDBs(t *testing.T) {
 	s.PodDisruptionBudgets = append(s.PodDisruptionBudgets,
 		ct.PDBStatus(ct.MaxUnavailable(ct.PDB("shop", "frontend", ct.PDBSelector(map[string]string{"tier": "fe"})), 1), 3, 2, 3, 1))
 	fs := Analyze(s)
-	f := mustFind(t, fs, idMultiplePDBs, "web")
+	f := ct.MustFind(t, fs, idMultiplePDBs, "web")
 	if f.Severity != findings.Warning || f.Object != (findings.ObjectRef{Kind: "Deployment", Namespace: "shop", Name: "web"}) {
 		t.Errorf("severity/object = %s %+v", f.Severity, f.Object)
 	}
 	if !strings.Contains(f.Title, "3 pods of Deployment shop/web are covered by 2 PodDisruptionBudgets (frontend, web)") {
 		t.Errorf("title = %q", f.Title)
 	}
-	assertEvidence(t, f, "PodDisruptionBudget shop/frontend: selector tier=fe, maxUnavailable=1",
+	ct.AssertEvidence(t, f, "PodDisruptionBudget shop/frontend: selector tier=fe, maxUnavailable=1",
 		"PodDisruptionBudget shop/web: selector app=web, minAvailable=2",
 		"web-5d8f7c-0 on n1, web-5d8f7c-1 on n2, web-5d8f7c-2 on n3", "HTTP 500")
-	if len(withID(fs, idMultiplePDBs)) != 1 {
-		t.Errorf("want one grouped finding, got %d", len(withID(fs, idMultiplePDBs)))
+	if len(ct.WithID(fs, idMultiplePDBs)) != 1 {
+		t.Errorf("want one grouped finding, got %d", len(ct.WithID(fs, idMultiplePDBs)))
 	}
-	if find(fs, idMultiplePDBs, "nginx") != nil {
+	if ct.Find(fs, idMultiplePDBs, "nginx") != nil {
 		t.Errorf("nginx (one budget) reported")
 	}
 	// The budgets allow disruptions, yet the pods cannot be evicted: a
 	// cordoned node with them is blocked too.
 	ct.Cordon(&s.Nodes[2], time.Minute)
-	f = mustFind(t, Analyze(s), idDrainBlocked, "n3")
-	assertEvidence(t, f, "HTTP 500, covered by 2 PodDisruptionBudgets (frontend, web)")
+	f = ct.MustFind(t, Analyze(s), idDrainBlocked, "n3")
+	ct.AssertEvidence(t, f, "HTTP 500, covered by 2 PodDisruptionBudgets (frontend, web)")
 
 	t.Run("empty selector overlaps everything in the namespace", func(t *testing.T) {
 		s := base()
 		s.PodDisruptionBudgets = append(s.PodDisruptionBudgets, ct.PDBStatus(ct.MaxUnavailable(ct.PDB("shop", "all", &metav1.LabelSelector{}), 1), 4, 3, 4, 1))
 		fs := Analyze(s)
-		mustFind(t, fs, idMultiplePDBs, "nginx")
-		mustFind(t, fs, idMultiplePDBs, "web")
+		ct.MustFind(t, fs, idMultiplePDBs, "nginx")
+		ct.MustFind(t, fs, idMultiplePDBs, "web")
 	})
 	t.Run("null selector overlaps nothing", func(t *testing.T) {
 		s := base()
 		s.PodDisruptionBudgets = append(s.PodDisruptionBudgets, ct.PDB("shop", "none", nil))
-		if got := withID(Analyze(s), idMultiplePDBs); len(got) != 0 {
+		if got := ct.WithID(Analyze(s), idMultiplePDBs); len(got) != 0 {
 			t.Errorf("null selector counted as covering: %+v", got)
 		}
 	})
@@ -120,7 +120,7 @@ func TestPodMultiplePDBs(t *testing.T) {
 		s.Pods = nil
 		s.PodDisruptionBudgets = append(s.PodDisruptionBudgets, ct.PDB("shop", "all", &metav1.LabelSelector{}))
 		s.Gaps = append(s.Gaps, cluster.Gap{Resource: cluster.ResPods, Reason: cluster.GapForbidden})
-		if got := withID(Analyze(s), idMultiplePDBs); len(got) != 0 {
+		if got := ct.WithID(Analyze(s), idMultiplePDBs); len(got) != 0 {
 			t.Errorf("findings despite a pods gap: %+v", got)
 		}
 	})
@@ -162,7 +162,7 @@ func TestPDBNoMatchingPods(t *testing.T) {
 			s.PodDisruptionBudgets = append(s.PodDisruptionBudgets, tc.pdb)
 			s.Events = append(s.Events, ct.Event("PodDisruptionBudget", tc.pdb.Namespace, tc.pdb.Name, corev1.EventTypeNormal, "NoPods", "No matching pods found", time.Minute, 7))
 			fs := Analyze(s)
-			f := find(fs, idNoMatchingPods, tc.pdb.Name)
+			f := ct.Find(fs, idNoMatchingPods, tc.pdb.Name)
 			if !tc.fire {
 				if f != nil {
 					t.Fatalf("fired: %s", f.Title)
@@ -178,14 +178,14 @@ func TestPDBNoMatchingPods(t *testing.T) {
 			if !strings.Contains(f.Title, tc.title) {
 				t.Errorf("title %q lacks %q", f.Title, tc.title)
 			}
-			assertEvidence(t, f, append(tc.evidence, "NoPods x7")...)
-			if find(fs, idPDBBlocks, tc.pdb.Name) != nil {
+			ct.AssertEvidence(t, f, append(tc.evidence, "NoPods x7")...)
+			if ct.Find(fs, idPDBBlocks, tc.pdb.Name) != nil {
 				t.Errorf("a budget with no pods was also reported as blocking")
 			}
 		})
 	}
 	t.Run("healthy neighbours are silent", func(t *testing.T) {
-		if got := withID(Analyze(base()), idNoMatchingPods); len(got) != 0 {
+		if got := ct.WithID(Analyze(base()), idNoMatchingPods); len(got) != 0 {
 			t.Errorf("fired on base: %+v", got)
 		}
 	})
@@ -193,7 +193,7 @@ func TestPDBNoMatchingPods(t *testing.T) {
 		s := base()
 		s.PodDisruptionBudgets = append(s.PodDisruptionBudgets, ct.MinAvailable(ct.PDB("other", "x", ct.PDBSelector(map[string]string{"app": "x"})), 1))
 		s.Gaps = append(s.Gaps, cluster.Gap{Resource: cluster.ResPods, Namespace: "other", Reason: cluster.GapForbidden})
-		if f := find(Analyze(s), idNoMatchingPods, "x"); f != nil {
+		if f := ct.Find(Analyze(s), idNoMatchingPods, "x"); f != nil {
 			t.Errorf("fired despite a pods gap: %s", f.Title)
 		}
 	})
@@ -258,7 +258,7 @@ func TestEvictionFailed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := base()
 			s.Events = append(s.Events, tc.events...)
-			fs := withID(Analyze(s), idEvictionFailed)
+			fs := ct.WithID(Analyze(s), idEvictionFailed)
 			if len(fs) != 1 {
 				t.Fatalf("want 1 eviction-failed finding, got %d: %+v", len(fs), fs)
 			}
@@ -271,7 +271,7 @@ func TestEvictionFailed(t *testing.T) {
 					t.Errorf("title %q lacks %q", f.Title, frag)
 				}
 			}
-			assertEvidence(t, f, tc.evidence...)
+			ct.AssertEvidence(t, f, tc.evidence...)
 		})
 	}
 
@@ -284,7 +284,7 @@ func TestEvictionFailed(t *testing.T) {
 			ct.Event("PodDisruptionBudget", "shop", "nginx", corev1.EventTypeWarning, "UnmanagedPods", "Pods selected by this PodDisruptionBudget (selector: ...) were found to be unmanaged.", time.Minute, 1),
 			ct.NodeEvent("n2", corev1.EventTypeNormal, "Drain", "Draining node n2: cannot evict pod yet, retrying", time.Minute, 1),
 		)
-		if got := withID(Analyze(s), idEvictionFailed); len(got) != 0 {
+		if got := ct.WithID(Analyze(s), idEvictionFailed); len(got) != 0 {
 			t.Errorf("fired on unrelated events: %+v", got)
 		}
 	})
@@ -292,7 +292,7 @@ func TestEvictionFailed(t *testing.T) {
 		s := base()
 		s.Events = append(s.Events, ct.NodeEvent("n1", corev1.EventTypeWarning, "ScaleDownFailed", "failed to drain the node", time.Minute, 1))
 		s.Gaps = append(s.Gaps, cluster.Gap{Resource: cluster.ResEvents, Reason: cluster.GapTimeout, Message: "partial"})
-		if got := withID(Analyze(s), idEvictionFailed); len(got) != 0 {
+		if got := ct.WithID(Analyze(s), idEvictionFailed); len(got) != 0 {
 			t.Errorf("fired despite an events gap: %+v", got)
 		}
 	})

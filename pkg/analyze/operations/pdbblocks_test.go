@@ -17,7 +17,7 @@ import (
 func TestPDBBlocksSeed(t *testing.T) {
 	s := base()
 	fs := Analyze(s)
-	f := mustFind(t, fs, idPDBBlocks, "nginx")
+	f := ct.MustFind(t, fs, idPDBBlocks, "nginx")
 	if f.Severity != findings.Critical || f.Area != findings.AreaOperations {
 		t.Errorf("severity/area = %s/%s, want critical/operations", f.Severity, f.Area)
 	}
@@ -29,7 +29,7 @@ func TestPDBBlocksSeed(t *testing.T) {
 			t.Errorf("title %q lacks %q", f.Title, frag)
 		}
 	}
-	assertEvidence(t, f,
+	ct.AssertEvidence(t, f,
 		"spec: minAvailable=1; selector app=nginx selects 1 pod",
 		"status: disruptionsAllowed=0 currentHealthy=1 desiredHealthy=1 expectedPods=1",
 		"(matches the status)",
@@ -38,15 +38,15 @@ func TestPDBBlocksSeed(t *testing.T) {
 		"nginx-5d8f7c-0 on n1 (HTTP 429",
 		"will stall: node n1 (nginx-5d8f7c-0)",
 	)
-	scale := patchOf(f, "deployments", "scale")
+	scale := ct.PatchOf(f, "deployments", "scale")
 	if scale == nil {
 		t.Fatalf("no scale remediation in %+v", f.Remediation)
 	}
-	assertJSON(t, scale.Action.Patch, `{"spec":{"replicas":2}}`)
+	ct.AssertJSON(t, scale.Action.Patch, `{"spec":{"replicas":2}}`)
 	if scale.Command != "kubectl scale deployment/nginx -n shop --replicas=2" {
 		t.Errorf("scale command = %q", scale.Command)
 	}
-	relax := patchOf(f, "poddisruptionbudgets", "")
+	relax := ct.PatchOf(f, "poddisruptionbudgets", "")
 	if relax == nil {
 		t.Fatalf("no relax remediation in %+v", f.Remediation)
 	}
@@ -54,14 +54,14 @@ func TestPDBBlocksSeed(t *testing.T) {
 	if a.Group != "policy" || a.Version != "v1" || a.Namespace != "shop" || a.Name != "nginx" || a.PatchType != types.MergePatchType {
 		t.Errorf("relax action = %+v", a)
 	}
-	assertJSON(t, a.Patch, `{"spec":{"maxUnavailable":1,"minAvailable":null}}`)
+	ct.AssertJSON(t, a.Patch, `{"spec":{"maxUnavailable":1,"minAvailable":null}}`)
 	if !strings.HasPrefix(relax.Command, "kubectl patch pdb nginx -n shop --type=merge -p ") {
 		t.Errorf("relax command = %q", relax.Command)
 	}
 	if !strings.Contains(relax.Description, "single replica") {
 		t.Errorf("relax description does not explain the trade-off: %q", relax.Description)
 	}
-	if find(fs, idPDBBlocks, "web") != nil {
+	if ct.Find(fs, idPDBBlocks, "web") != nil {
 		t.Errorf("healthy neighbour web (3 replicas, minAvailable 2) reported")
 	}
 }
@@ -182,33 +182,33 @@ func TestPDBBlocksCases(t *testing.T) {
 			s := base()
 			tc.build(s)
 			fs := Analyze(s)
-			f := mustFind(t, fs, idPDBBlocks, tc.pdb)
+			f := ct.MustFind(t, fs, idPDBBlocks, tc.pdb)
 			if f.Severity != tc.severity {
 				t.Errorf("severity = %s, want %s (title %q)", f.Severity, tc.severity, f.Title)
 			}
-			assertEvidence(t, f, tc.evidence...)
-			scale := patchOf(f, "deployments", "scale")
+			ct.AssertEvidence(t, f, tc.evidence...)
+			scale := ct.PatchOf(f, "deployments", "scale")
 			switch {
 			case tc.scale == "" && scale != nil:
 				t.Errorf("unexpected scale remediation %s", scale.Command)
 			case tc.scale != "" && scale == nil:
 				t.Errorf("no scale remediation, want %s", tc.scale)
 			case scale != nil:
-				assertJSON(t, scale.Action.Patch, tc.scale)
+				ct.AssertJSON(t, scale.Action.Patch, tc.scale)
 			}
-			relax := patchOf(f, "poddisruptionbudgets", "")
+			relax := ct.PatchOf(f, "poddisruptionbudgets", "")
 			switch {
 			case tc.relax == "" && relax != nil:
 				t.Errorf("unexpected relax remediation %s", relax.Command)
 			case tc.relax != "" && relax == nil:
 				t.Errorf("no relax remediation, want %s", tc.relax)
 			case relax != nil:
-				assertJSON(t, relax.Action.Patch, tc.relax)
+				ct.AssertJSON(t, relax.Action.Patch, tc.relax)
 			}
 			if tc.explain != "" && !strings.Contains(f.Explanation, tc.explain) {
 				t.Errorf("explanation lacks %q: %s", tc.explain, f.Explanation)
 			}
-			if find(fs, idPDBBlocks, "web") != nil && tc.pdb != "web" {
+			if ct.Find(fs, idPDBBlocks, "web") != nil && tc.pdb != "web" {
 				t.Errorf("healthy neighbour web reported")
 			}
 		})
@@ -220,7 +220,7 @@ func TestPDBBlocksGaps(t *testing.T) {
 		s := base()
 		s.PodDisruptionBudgets = nil
 		s.Gaps = append(s.Gaps, cluster.Gap{Resource: cluster.ResPDBs, Reason: cluster.GapForbidden, Message: "forbidden"})
-		if got := withID(Analyze(s), idPDBBlocks); len(got) != 0 {
+		if got := ct.WithID(Analyze(s), idPDBBlocks); len(got) != 0 {
 			t.Errorf("findings without budgets: %+v", got)
 		}
 	})
@@ -229,18 +229,18 @@ func TestPDBBlocksGaps(t *testing.T) {
 		s.Pods = nil
 		s.Gaps = append(s.Gaps, cluster.Gap{Resource: cluster.ResPods, Namespace: "shop", Reason: cluster.GapForbidden, Message: "forbidden"})
 		fs := Analyze(s)
-		f := mustFind(t, fs, idPDBBlocks, "nginx")
+		f := ct.MustFind(t, fs, idPDBBlocks, "nginx")
 		if f.Severity != findings.Warning {
 			t.Errorf("severity = %s, want warning without pods", f.Severity)
 		}
-		assertEvidence(t, f, "pods in namespace shop were not read", "disruptionsAllowed=0")
-		if len(mutating(f)) != 0 {
-			t.Errorf("mutating remediations without pods: %+v", mutating(f))
+		ct.AssertEvidence(t, f, "pods in namespace shop were not read", "disruptionsAllowed=0")
+		if len(ct.Mutating(f)) != 0 {
+			t.Errorf("mutating remediations without pods: %+v", ct.Mutating(f))
 		}
-		if find(fs, idPDBBlocks, "web") != nil {
+		if ct.Find(fs, idPDBBlocks, "web") != nil {
 			t.Errorf("web (status allows 1) reported")
 		}
-		if got := withID(fs, idNoMatchingPods); len(got) != 0 {
+		if got := ct.WithID(fs, idNoMatchingPods); len(got) != 0 {
 			t.Errorf("pdb-no-matching-pods fired without pods: %+v", got)
 		}
 	})

@@ -2,6 +2,7 @@ package workload
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
+	ct "github.com/kdiag/kdiag/pkg/cluster/clustertest"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/lab/kubelet"
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
@@ -173,42 +175,42 @@ func TestIntegrationWorkload(t *testing.T) {
 			roll != nil && hasDeployCondition(roll, appsv1.DeploymentProgressing, "ProgressDeadlineExceeded"), nil
 	})
 	fs := Analyze(snap)
-	logFindings(t, fs)
+	ct.LogFindings(t, fs)
 
-	f := findObj(t, fs, idCrashLoop, itNS, "crash")
-	evidenceHas(t, f, "2 of 2 pods in CrashLoopBackOff", "exitCode=1 (application error)", "DATABASE_URL is not set", "restartCount=6")
-	f = findObj(t, fs, idImagePull, itNS, "pull")
-	evidenceHas(t, f, "registry.invalid/shop/web:v2 (ImagePullBackOff): the image or tag does not exist", "event Warning Failed x4")
-	f = findObj(t, fs, idCreateError, itNS, "cfgerr")
-	evidenceHas(t, f, `secret "db-credentials" not found`)
+	f := ct.MustFindIn(t, fs, idCrashLoop, itNS, "crash")
+	ct.AssertMentions(t, f, "2 of 2 pods in CrashLoopBackOff", "exitCode=1 (application error)", "DATABASE_URL is not set", "restartCount=6")
+	f = ct.MustFindIn(t, fs, idImagePull, itNS, "pull")
+	ct.AssertMentions(t, f, "registry.invalid/shop/web:v2 (ImagePullBackOff): the image or tag does not exist", "event Warning Failed x4")
+	f = ct.MustFindIn(t, fs, idCreateError, itNS, "cfgerr")
+	ct.AssertMentions(t, f, `secret "db-credentials" not found`)
 	if !hasCommand(f, "kubectl describe secret db-credentials -n "+itNS) {
 		t.Errorf("want the command that shows the missing secret: %+v", f.Remediation)
 	}
-	f = findObj(t, fs, idUnschedulable, itNS, "big")
+	f = ct.MustFindIn(t, fs, idUnschedulable, itNS, "big")
 	if f.Severity != findings.Critical {
 		t.Errorf("unschedulable: severity %s", f.Severity)
 	}
-	evidenceHas(t, f, "Insufficient memory", "requests per pod: memory 1000Gi", "reason=Unschedulable")
-	f = findObj(t, fs, idProbeFailing, itNS, "flaky")
-	evidenceHas(t, f, "Readiness probe of container app failed 21 times on 2 pods", "statuscode: 503",
+	ct.AssertMentions(t, f, "Insufficient memory", "requests per pod: memory 1000Gi", "reason=Unschedulable")
+	f = ct.MustFindIn(t, fs, idProbeFailing, itNS, "flaky")
+	ct.AssertMentions(t, f, "Readiness probe of container app failed 21 times on 2 pods", "statuscode: 503",
 		"readinessProbe: httpGet http://:8080/healthz, initialDelaySeconds=0 periodSeconds=10 timeoutSeconds=1 failureThreshold=3")
-	if strings.Contains(dump(fs), "healthy-gone-x1") {
+	if all, _ := json.Marshal(fs); strings.Contains(string(all), "healthy-gone-x1") {
 		t.Errorf("probe events of a pod that no longer exists must be ignored")
 	}
-	f = findObj(t, fs, idReplicaFailure, quotaNS, "capped")
-	evidenceHas(t, f, "exceeded quota: pods", "status.conditions[ReplicaFailure].status=True")
-	f = findObj(t, fs, idRolloutStuck, itNS, "roll")
-	evidenceHas(t, f, "ProgressDeadlineExceeded", "spec.progressDeadlineSeconds=3", "(revision 2)")
-	if m := mutating(f); len(m) != 1 || !strings.Contains(m[0].Command, "--to-revision=1") {
+	f = ct.MustFindIn(t, fs, idReplicaFailure, quotaNS, "capped")
+	ct.AssertMentions(t, f, "exceeded quota: pods", "status.conditions[ReplicaFailure].status=True")
+	f = ct.MustFindIn(t, fs, idRolloutStuck, itNS, "roll")
+	ct.AssertMentions(t, f, "ProgressDeadlineExceeded", "spec.progressDeadlineSeconds=3", "(revision 2)")
+	if m := ct.Mutating(f); len(m) != 1 || !strings.Contains(m[0].Command, "--to-revision=1") {
 		t.Fatalf("want the rollback to revision 1, got %+v", f.Remediation)
 	}
 	// Not yet stuck: everything younger than 5 minutes.
 	for _, id := range []string{idStuckCreating, idStuckTerminating} {
-		if got := withID(fs, id); len(got) != 0 {
-			t.Errorf("%s fired on pods younger than 5m: %s", id, dump(got))
+		if got := ct.WithID(fs, id); len(got) != 0 {
+			t.Errorf("%s fired on pods younger than 5m: %s", id, ct.Dump(got))
 		}
 	}
-	noneObj(t, fs, itNS, "nosched") // pending only seconds: not yet a problem
+	ct.NoneAbout(t, fs, itNS, "nosched") // pending only seconds: not yet a problem
 
 	// The rollback passes a server-side dry run, which changes nothing.
 	if err := (&findings.Verifier{Client: dyn}).Verify(ctx, fs); err != nil {
@@ -234,20 +236,20 @@ func TestIntegrationWorkload(t *testing.T) {
 	// held by its finalizer are stuck.
 	later := readLive(t, ctx, cs, func() time.Time { return time.Now().Add(10 * time.Minute) })
 	fs = Analyze(later)
-	logFindings(t, fs)
-	f = findObj(t, fs, idUnschedulable, itNS, "nosched")
+	ct.LogFindings(t, fs)
+	f = ct.MustFindIn(t, fs, idUnschedulable, itNS, "nosched")
 	if f.Severity != findings.Warning {
 		t.Errorf("never considered by a scheduler: severity %s, want warning", f.Severity)
 	}
-	evidenceHas(t, f, "never considered by a scheduler", "spec.schedulerName=no-such-scheduler")
-	f = findObj(t, fs, idStuckCreating, itNS, "creating")
-	evidenceHas(t, f, "container app ContainerCreating", `FailedMount: MountVolume.SetUp failed for volume "config"`)
-	f = findObj(t, fs, idStuckTerminating, itNS, "held")
-	evidenceHas(t, f, "held by finalizers", "metadata.finalizers=[kdiag.io/test-hold]")
+	ct.AssertMentions(t, f, "never considered by a scheduler", "spec.schedulerName=no-such-scheduler")
+	f = ct.MustFindIn(t, fs, idStuckCreating, itNS, "creating")
+	ct.AssertMentions(t, f, "container app ContainerCreating", `FailedMount: MountVolume.SetUp failed for volume "config"`)
+	f = ct.MustFindIn(t, fs, idStuckTerminating, itNS, "held")
+	ct.AssertMentions(t, f, "held by finalizers", "metadata.finalizers=[kdiag.io/test-hold]")
 
 	// The healthy neighbour is never mentioned, now or later.
-	noneObj(t, fs, itNS, "healthy")
-	noneObj(t, Analyze(snap), itNS, "healthy")
+	ct.NoneAbout(t, fs, itNS, "healthy")
+	ct.NoneAbout(t, Analyze(snap), itNS, "healthy")
 }
 
 // TestIntegrationWorkloadGaps reads the lab as a user who may list nothing:
@@ -268,36 +270,7 @@ func TestIntegrationWorkloadGaps(t *testing.T) {
 		t.Fatalf("want gaps for pods and events, got %v", s.Gaps)
 	}
 	if fs := Analyze(s); len(fs) != 0 {
-		t.Fatalf("nothing read, nothing to say; got %s", dump(fs))
-	}
-}
-
-func logFindings(t *testing.T, fs []findings.Finding) {
-	t.Helper()
-	for _, f := range fs {
-		t.Logf("%s %s %s: %s", f.Severity, f.ID, f.Object, f.Title)
-	}
-}
-
-// findObj returns the finding of check id about the named object in ns.
-func findObj(t *testing.T, fs []findings.Finding, id, ns, name string) findings.Finding {
-	t.Helper()
-	for _, f := range fs {
-		if f.ID == id && f.Object.Namespace == ns && f.Object.Name == name {
-			return f
-		}
-	}
-	t.Fatalf("no %s finding about %s/%s", id, ns, name)
-	return findings.Finding{}
-}
-
-// noneObj fails when any finding concerns the named object in ns.
-func noneObj(t *testing.T, fs []findings.Finding, ns, name string) {
-	t.Helper()
-	for _, f := range fs {
-		if f.Object.Namespace == ns && f.Object.Name == name {
-			t.Errorf("unexpected %s finding about %s/%s: %s", f.ID, ns, name, f.Title)
-		}
+		t.Fatalf("nothing read, nothing to say; got %s", ct.Dump(fs))
 	}
 }
 

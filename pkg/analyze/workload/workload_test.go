@@ -57,7 +57,7 @@ func TestHealthyClusterIsSilent(t *testing.T) {
 	s := ct.Snapshot()
 	app(s, "shop", "web", 3)
 	app(s, "shop", "api", 2)
-	s.StatefulSets = append(s.StatefulSets, ct.StatefulSet("data", "db", 1, nil))
+	s.StatefulSets = append(s.StatefulSets, ct.StatefulSetOf("data", "db", 1, nil))
 	d := &s.Deployments[0]
 	ct.SetDeploymentCondition(d, appsv1.DeploymentProgressing, corev1.ConditionTrue, "NewReplicaSetAvailable", "ReplicaSet has successfully progressed.", time.Hour)
 	ct.SetDeploymentCondition(d, appsv1.DeploymentAvailable, corev1.ConditionTrue, "MinimumReplicasAvailable", "", time.Hour)
@@ -65,7 +65,7 @@ func TestHealthyClusterIsSilent(t *testing.T) {
 	s.Pods = append(s.Pods, pending)
 	s.Events = append(s.Events, ct.PodEvent("shop", "web-a", "app", corev1.EventTypeNormal, "Pulled", "Successfully pulled image", time.Hour, 1))
 	if fs := Analyze(s); len(fs) != 0 {
-		t.Fatalf("healthy cluster: want no findings, got:\n%s", dump(fs))
+		t.Fatalf("healthy cluster: want no findings, got:\n%s", ct.Dump(fs))
 	}
 	if fs := Analyze(nil); fs != nil {
 		t.Fatalf("nil snapshot: want nil, got %v", fs)
@@ -88,15 +88,15 @@ func TestCrashLoop(t *testing.T) {
 	s.Pods = append(s.Pods, bare)
 
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	if got := withID(fs, idCrashLoop); len(got) != 2 {
-		t.Fatalf("want 2 crashloop findings (Deployment web, Pod migrate), got:\n%s", dump(got))
+	ct.AssertComplete(t, fs, Checks(), findings.AreaWorkload)
+	if got := ct.WithID(fs, idCrashLoop); len(got) != 2 {
+		t.Fatalf("want 2 crashloop findings (Deployment web, Pod migrate), got:\n%s", ct.Dump(got))
 	}
-	f := find(t, fs, idCrashLoop, "web")
+	f := ct.MustFind(t, fs, idCrashLoop, "web")
 	if f.Severity != findings.Critical || f.Object != (findings.ObjectRef{Kind: "Deployment", Namespace: "shop", Name: "web"}) {
 		t.Errorf("severity/object = %s %v", f.Severity, f.Object)
 	}
-	evidenceHas(t, f, "2 of 3 pods in CrashLoopBackOff", "container app: last exit code 1, Error, after 7 restarts",
+	ct.AssertMentions(t, f, "2 of 3 pods in CrashLoopBackOff", "container app: last exit code 1, Error, after 7 restarts",
 		"shop/web-a container app: state.waiting.reason=CrashLoopBackOff, restartCount=7",
 		"reason=Error exitCode=1 (application error)", "message: panic: DATABASE_URL is not set",
 		"exitCode=137 (SIGKILL", "Killing x5", "1 (Error) in 1 container, 137 (Error) in 1 container")
@@ -106,17 +106,17 @@ func TestCrashLoop(t *testing.T) {
 	if f.Remediation[0].Command != "kubectl logs web-a -n shop -c app --previous" {
 		t.Errorf("first remediation = %q", f.Remediation[0].Command)
 	}
-	m := find(t, fs, idCrashLoop, "migrate")
+	m := ct.MustFind(t, fs, idCrashLoop, "migrate")
 	if m.Object.Kind != "Pod" {
 		t.Errorf("bare pod object = %v", m.Object)
 	}
-	evidenceHas(t, m, "Pod tools/migrate: pod in CrashLoopBackOff", "init container init-db", "127 (command not found)")
-	none(t, fs, idCrashLoop, "api")
+	ct.AssertMentions(t, m, "Pod tools/migrate: pod in CrashLoopBackOff", "init container init-db", "127 (command not found)")
+	ct.None(t, fs, idCrashLoop, "api")
 
 	t.Run("pods not read: silent", func(t *testing.T) {
-		s.Gaps = []cluster.Gap{gap(cluster.ResPods)}
-		if got := withID(Analyze(s), idCrashLoop); len(got) != 0 {
-			t.Fatalf("pods in s.Gaps: want silence, got %s", dump(got))
+		s.Gaps = []cluster.Gap{ct.Gap(cluster.ResPods)}
+		if got := ct.WithID(Analyze(s), idCrashLoop); len(got) != 0 {
+			t.Fatalf("pods in s.Gaps: want silence, got %s", ct.Dump(got))
 		}
 	})
 }
@@ -149,17 +149,17 @@ func TestImagePullError(t *testing.T) {
 				}
 			}
 			fs := Analyze(s)
-			checkBasics(t, fs)
-			f := find(t, fs, idImagePull, "web")
+			ct.AssertComplete(t, fs, Checks(), findings.AreaWorkload)
+			f := ct.MustFind(t, fs, idImagePull, "web")
 			if f.Severity != findings.Critical || f.Object.Kind != "Deployment" {
 				t.Errorf("severity/object = %s %v", f.Severity, f.Object)
 			}
-			evidenceHas(t, f, "2 of 2 pods cannot pull image registry.example/shop/web:v2 ("+tc.reason+")", tc.cause,
+			ct.AssertMentions(t, f, "2 of 2 pods cannot pull image registry.example/shop/web:v2 ("+tc.reason+")", tc.cause,
 				`image "registry.example/shop/web:v2": state.waiting.reason=`+tc.reason, "spec.imagePullSecrets=regcred")
 			if tc.event != "" {
-				evidenceHas(t, f, "Failed x4, last 60s ago: Failed to pull image")
+				ct.AssertMentions(t, f, "Failed x4, last 60s ago: Failed to pull image")
 			}
-			none(t, fs, idImagePull, "api")
+			ct.None(t, fs, idImagePull, "api")
 		})
 	}
 
@@ -171,8 +171,8 @@ func TestImagePullError(t *testing.T) {
 		ct.WaitingContainer(&p, "app", "ErrImagePull", "not found")
 		ct.WaitingContainer(&p, "side", "ImagePullBackOff", "")
 		s.Pods = append(s.Pods, p)
-		if got := withID(Analyze(s), idImagePull); len(got) != 2 {
-			t.Fatalf("two images failing: want 2 findings, got %s", dump(got))
+		if got := ct.WithID(Analyze(s), idImagePull); len(got) != 2 {
+			t.Fatalf("two images failing: want 2 findings, got %s", ct.Dump(got))
 		}
 	})
 }
@@ -187,27 +187,27 @@ func TestCreateContainerError(t *testing.T) {
 	ct.WaitingContainer(&keyPod, "app", "CreateContainerConfigError", "couldn't find key DB_URL in ConfigMap shop/settings")
 	s.Pods = append(s.Pods, keyPod)
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	f := find(t, fs, idCreateError, "web")
+	ct.AssertComplete(t, fs, Checks(), findings.AreaWorkload)
+	f := ct.MustFind(t, fs, idCreateError, "web")
 	if f.Severity != findings.Critical {
 		t.Errorf("severity = %s", f.Severity)
 	}
-	evidenceHas(t, f, `2 of 2 pods cannot start container app (CreateContainerConfigError): secret "db-credentials" not found`,
+	ct.AssertMentions(t, f, `2 of 2 pods cannot start container app (CreateContainerConfigError): secret "db-credentials" not found`,
 		"shop/web-a container app: state.waiting.reason=CreateContainerConfigError")
 	if !hasCommand(f, "kubectl describe secret db-credentials -n shop") {
 		t.Errorf("want a command to inspect the missing secret, got %+v", f.Remediation)
 	}
-	k := find(t, fs, idCreateError, "worker")
+	k := ct.MustFind(t, fs, idCreateError, "worker")
 	if !hasCommand(k, "kubectl describe configmap settings -n shop") || !strings.Contains(k.Remediation[1].Description, "key DB_URL") {
 		t.Errorf("want a command to inspect the ConfigMap's keys, got %+v", k.Remediation)
 	}
-	none(t, fs, idCreateError, "api")
-	if len(withID(fs, idStuckCreating)) != 0 {
+	ct.None(t, fs, idCreateError, "api")
+	if len(ct.WithID(fs, idStuckCreating)) != 0 {
 		t.Errorf("a create error is not also 'stuck creating'")
 	}
 }
 
-func hasCommand(f findings.Finding, cmd string) bool {
+func hasCommand(f *findings.Finding, cmd string) bool {
 	for _, r := range f.Remediation {
 		if r.Command == cmd {
 			return true
@@ -241,24 +241,24 @@ func TestUnschedulable(t *testing.T) {
 	app(s, "shop", "web", 1)
 
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	f := find(t, fs, idUnschedulable, "big")
+	ct.AssertComplete(t, fs, Checks(), findings.AreaWorkload)
+	f := ct.MustFind(t, fs, idUnschedulable, "big")
 	if f.Severity != findings.Critical || f.Object.Kind != "Deployment" {
 		t.Errorf("severity/object = %s %v", f.Severity, f.Object)
 	}
-	evidenceHas(t, f, "2 of 2 pods unschedulable (pending 14m): 0/3 nodes are available", "2 Insufficient memory",
+	ct.AssertMentions(t, f, "2 of 2 pods unschedulable (pending 14m): 0/3 nodes are available", "2 Insufficient memory",
 		"status.conditions[PodScheduled].status=False reason=Unschedulable", "FailedScheduling x9, last 60s ago",
 		"requests per pod: memory 12Gi", "spec.nodeSelector: agentpool=user", "scheduler message: 0/3 nodes are available")
 	if n := strings.Count(strings.Join(f.Evidence, "\n"), "2 Insufficient memory"); n != 1 {
 		t.Errorf("the scheduler's message should be quoted once, not %d times", n)
 	}
-	o := find(t, fs, idUnschedulable, "nosched")
+	o := ct.MustFind(t, fs, idUnschedulable, "nosched")
 	if o.Severity != findings.Warning {
 		t.Errorf("pending without condition: severity %s, want warning", o.Severity)
 	}
-	evidenceHas(t, o, "Pending for 30m and never considered by a scheduler", "spec.schedulerName=my-scheduler")
+	ct.AssertMentions(t, o, "Pending for 30m and never considered by a scheduler", "spec.schedulerName=my-scheduler")
 	for _, n := range []string{"young", "gated", "bound", "web"} {
-		none(t, fs, idUnschedulable, n)
+		ct.None(t, fs, idUnschedulable, n)
 	}
 }
 
@@ -273,23 +273,23 @@ func TestStuckCreating(t *testing.T) {
 	s.Events = append(s.Events, ct.PodEvent("shop", "cfg", "", corev1.EventTypeWarning, "FailedMount",
 		`MountVolume.SetUp failed for volume "config" : configmap "app-config" not found`, 30*time.Second, 8))
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	f := find(t, fs, idStuckCreating, "cfg")
+	ct.AssertComplete(t, fs, Checks(), findings.AreaWorkload)
+	f := ct.MustFind(t, fs, idStuckCreating, "cfg")
 	if f.Severity != findings.Warning {
 		t.Errorf("severity = %s", f.Severity)
 	}
-	evidenceHas(t, f, "stuck starting for up to 12m on n1", `FailedMount: MountVolume.SetUp failed for volume "config"`,
+	ct.AssertMentions(t, f, "stuck starting for up to 12m on n1", `FailedMount: MountVolume.SetUp failed for volume "config"`,
 		"container app ContainerCreating", "FailedMount x8")
-	none(t, fs, idStuckCreating, "fresh")
-	none(t, fs, idStuckCreating, "pulling")
-	find(t, fs, idImagePull, "pulling")
+	ct.None(t, fs, idStuckCreating, "fresh")
+	ct.None(t, fs, idStuckCreating, "pulling")
+	ct.MustFind(t, fs, idImagePull, "pulling")
 }
 
 func TestStuckTerminating(t *testing.T) {
 	s := ct.Snapshot()
 	dead := ct.NotReadyNode("dead", corev1.ConditionUnknown, "NodeStatusUnknown", "", time.Hour)
 	s.Nodes = append(s.Nodes, ct.ReadyNode("n1"), dead)
-	st := ct.StatefulSet("data", "db", 2, nil)
+	st := ct.StatefulSetOf("data", "db", 2, nil)
 	s.StatefulSets = append(s.StatefulSets, st)
 	onDead := ct.RunningPod("data", "db-0", "dead", nil)
 	ct.SetController(&onDead, "apps/v1", "StatefulSet", "db")
@@ -302,19 +302,19 @@ func TestStuckTerminating(t *testing.T) {
 	s.Pods = append(s.Pods, onDead, held, justDeleted)
 
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	f := find(t, fs, idStuckTerminating, "db")
+	ct.AssertComplete(t, fs, Checks(), findings.AreaWorkload)
+	f := ct.MustFind(t, fs, idStuckTerminating, "db")
 	if f.Object != (findings.ObjectRef{Kind: "StatefulSet", Namespace: "data", Name: "db"}) || f.Severity != findings.Warning {
 		t.Errorf("object/severity = %v %s", f.Object, f.Severity)
 	}
-	evidenceHas(t, f, "1 of 2 pods stuck Terminating, up to 40m past the grace period; 1 pod on a node that is not Ready",
+	ct.AssertMentions(t, f, "1 of 2 pods stuck Terminating, up to 40m past the grace period; 1 pod on a node that is not Ready",
 		"node dead: node dead is not Ready (Ready=Unknown NodeStatusUnknown)")
-	h := find(t, fs, idStuckTerminating, "held")
-	evidenceHas(t, h, "held by finalizers", "metadata.finalizers=[example.com/cleanup]")
+	h := ct.MustFind(t, fs, idStuckTerminating, "held")
+	ct.AssertMentions(t, h, "held by finalizers", "metadata.finalizers=[example.com/cleanup]")
 	if !strings.Contains(h.Explanation, "finalizer") {
 		t.Errorf("explanation = %s", h.Explanation)
 	}
-	none(t, fs, idStuckTerminating, "leaving")
+	ct.None(t, fs, idStuckTerminating, "leaving")
 }
 
 func TestProbeFailing(t *testing.T) {
@@ -336,10 +336,10 @@ func TestProbeFailing(t *testing.T) {
 		ct.PodEvent("shop", "api-a", "app", corev1.EventTypeNormal, "Pulled", "Container image already present", time.Minute, 1),
 	)
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	got := withID(fs, idProbeFailing)
+	ct.AssertComplete(t, fs, Checks(), findings.AreaWorkload)
+	got := ct.WithID(fs, idProbeFailing)
 	if len(got) != 2 {
-		t.Fatalf("want 2 probe findings (web readiness, web liveness), got:\n%s", dump(got))
+		t.Fatalf("want 2 probe findings (web readiness, web liveness), got:\n%s", ct.Dump(got))
 	}
 	var rd, lv findings.Finding
 	for _, f := range got {
@@ -352,29 +352,29 @@ func TestProbeFailing(t *testing.T) {
 	if rd.Severity != findings.Warning || rd.Object != (findings.ObjectRef{Kind: "Deployment", Namespace: "shop", Name: "web"}) {
 		t.Errorf("severity/object = %s %v", rd.Severity, rd.Object)
 	}
-	evidenceHas(t, rd, "Readiness probe of container app failed 42 times on 2 pods, last 60s ago (HTTP probe failed with statuscode: 503); 1 pod not ready",
+	ct.AssertMentions(t, &rd, "Readiness probe of container app failed 42 times on 2 pods, last 60s ago (HTTP probe failed with statuscode: 503); 1 pod not ready",
 		"shop/web-b container app: Readiness probe failed x12, last 5m ago", "context deadline exceeded",
 		"readinessProbe: httpGet http://:8080/healthz, initialDelaySeconds=0 periodSeconds=10 timeoutSeconds=1 failureThreshold=3")
-	evidenceHas(t, lv, "Liveness probe of container app failed 4 times on 1 pod", "restarted the container 2 times after failed liveness probes")
-	if strings.Contains(dump(got), "web-old-z") {
+	ct.AssertMentions(t, &lv, "Liveness probe of container app failed 4 times on 1 pod", "restarted the container 2 times after failed liveness probes")
+	if all, _ := json.Marshal(got); strings.Contains(string(all), "web-old-z") {
 		t.Errorf("events of a pod that no longer exists must be ignored")
 	}
-	none(t, fs, idProbeFailing, "api")
+	ct.None(t, fs, idProbeFailing, "api")
 
 	t.Run("events not read: silent", func(t *testing.T) {
 		s2 := ct.Snapshot()
 		s2.Pods = s.Pods
 		s2.Events = s.Events
-		s2.Gaps = []cluster.Gap{gap(cluster.ResEvents)}
-		if got := withID(Analyze(s2), idProbeFailing); len(got) != 0 {
-			t.Fatalf("events in s.Gaps: want silence, got %s", dump(got))
+		s2.Gaps = []cluster.Gap{ct.Gap(cluster.ResEvents)}
+		if got := ct.WithID(Analyze(s2), idProbeFailing); len(got) != 0 {
+			t.Fatalf("events in s.Gaps: want silence, got %s", ct.Dump(got))
 		}
 	})
 	t.Run("pods not read: reported per pod from events alone", func(t *testing.T) {
 		s3 := ct.Snapshot()
 		s3.Events = s.Events
-		s3.Gaps = []cluster.Gap{gap(cluster.ResPods)}
-		f := find(t, Analyze(s3), idProbeFailing, "web-a")
+		s3.Gaps = []cluster.Gap{ct.Gap(cluster.ResPods)}
+		f := ct.MustFind(t, Analyze(s3), idProbeFailing, "web-a")
 		if f.Object.Kind != "Pod" {
 			t.Errorf("object = %v", f.Object)
 		}
@@ -393,9 +393,9 @@ func TestReplicaFailure(t *testing.T) {
 	s.Events = append(s.Events, ct.Event("ReplicaSet", "shop", rs.Name, corev1.EventTypeWarning, "FailedCreate", "Error creating: "+quota, time.Minute, 14))
 	rs.Status.Replicas = 0
 
-	db := ct.StatefulSet("data", "db", 3, nil)
+	db := ct.StatefulSetOf("data", "db", 3, nil)
 	db.Status.Replicas = 1
-	ok := ct.StatefulSet("data", "cache", 2, nil) // recovered: old events only
+	ok := ct.StatefulSetOf("data", "cache", 2, nil) // recovered: old events only
 	s.StatefulSets = append(s.StatefulSets, db, ok)
 	psa := `create Pod db-1 in StatefulSet db failed error: pods "db-1" is forbidden: violates PodSecurity "restricted:latest": privileged (container "db" must not set securityContext.privileged=true)`
 	s.Events = append(s.Events,
@@ -404,22 +404,22 @@ func TestReplicaFailure(t *testing.T) {
 		ct.Event("StatefulSet", "data", "deleted", corev1.EventTypeWarning, "FailedCreate", "create Pod deleted-0 failed", 40*time.Minute, 2))
 
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	got := withID(fs, idReplicaFailure)
+	ct.AssertComplete(t, fs, Checks(), findings.AreaWorkload)
+	got := ct.WithID(fs, idReplicaFailure)
 	if len(got) != 2 {
-		t.Fatalf("want 2 replica failures (Deployment web merged with its ReplicaSet, StatefulSet db), got:\n%s", dump(got))
+		t.Fatalf("want 2 replica failures (Deployment web merged with its ReplicaSet, StatefulSet db), got:\n%s", ct.Dump(got))
 	}
-	f := find(t, fs, idReplicaFailure, "web")
+	f := ct.MustFind(t, fs, idReplicaFailure, "web")
 	if f.Severity != findings.Critical || f.Object.Kind != "Deployment" {
 		t.Errorf("severity/object = %s %v", f.Severity, f.Object)
 	}
-	evidenceHas(t, f, "Deployment shop/web cannot create its pods: pods \"web-5d8f7c-x2v9q\" is forbidden: exceeded quota",
+	ct.AssertMentions(t, f, "Deployment shop/web cannot create its pods: pods \"web-5d8f7c-x2v9q\" is forbidden: exceeded quota",
 		"deployment status.conditions[ReplicaFailure].status=True reason=FailedCreate", "replicaset web-5d8f7c status.conditions[ReplicaFailure]",
 		"FailedCreate x14", "(same message)")
-	st := find(t, fs, idReplicaFailure, "db")
-	evidenceHas(t, st, "violates PodSecurity", "statefulset db event Warning FailedCreate x6")
-	none(t, fs, idReplicaFailure, "cache")
-	none(t, fs, idReplicaFailure, "deleted")
+	st := ct.MustFind(t, fs, idReplicaFailure, "db")
+	ct.AssertMentions(t, st, "violates PodSecurity", "statefulset db event Warning FailedCreate x6")
+	ct.None(t, fs, idReplicaFailure, "cache")
+	ct.None(t, fs, idReplicaFailure, "deleted")
 }
 
 func TestRolloutStuck(t *testing.T) {
@@ -452,14 +452,14 @@ func TestRolloutStuck(t *testing.T) {
 	s.ReplicaSets = append(s.ReplicaSets, oldRS, newRS, hrs, prs)
 
 	fs := Analyze(s)
-	checkBasics(t, fs)
-	f := find(t, fs, idRolloutStuck, "web")
+	ct.AssertComplete(t, fs, Checks(), findings.AreaWorkload)
+	f := ct.MustFind(t, fs, idRolloutStuck, "web")
 	if f.Severity != findings.Warning || f.Object.Kind != "Deployment" {
 		t.Errorf("severity/object = %s %v", f.Severity, f.Object)
 	}
-	evidenceHas(t, f, "rollout stuck for 8m: 1 of 3 replicas updated, new ReplicaSet web-7b9f has 0 ready", `ReplicaSet "web-7b9f" has timed out progressing.`,
+	ct.AssertMentions(t, f, "rollout stuck for 8m: 1 of 3 replicas updated, new ReplicaSet web-7b9f has 0 ready", `ReplicaSet "web-7b9f" has timed out progressing.`,
 		"new ReplicaSet web-7b9f (revision 4)", "spec.progressDeadlineSeconds=600")
-	m := mutating(f)
+	m := ct.Mutating(f)
 	if len(m) != 1 {
 		t.Fatalf("want one rollback remediation, got %+v", f.Remediation)
 	}
@@ -477,8 +477,8 @@ func TestRolloutStuck(t *testing.T) {
 	if ops[1]["path"] != "/spec/template" || !strings.Contains(body, "example/web:1") || strings.Contains(body, appsv1.DefaultDeploymentUniqueLabelKey) {
 		t.Errorf("second op should restore revision 3's template without the hash label: %s", body)
 	}
-	none(t, fs, idRolloutStuck, "api")
-	none(t, fs, idRolloutStuck, "paused")
+	ct.None(t, fs, idRolloutStuck, "api")
+	ct.None(t, fs, idRolloutStuck, "paused")
 }
 
 func TestExitCodeMeaning(t *testing.T) {

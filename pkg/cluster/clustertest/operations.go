@@ -84,16 +84,18 @@ func ReplicaPods(d appsv1.Deployment, rs appsv1.ReplicaSet, nodes ...string) []c
 }
 
 // StatefulSetOf returns a StatefulSet with the given replicas and pod
-// labels. Its UID is the one SetController gives its pods' owner reference.
+// labels, all of them ready, whose template runs one container "app". Its
+// UID is the one SetController gives its pods' owner reference.
 func StatefulSetOf(ns, name string, replicas int32, lbls map[string]string) appsv1.StatefulSet {
 	return appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-StatefulSet-" + ns + "-" + name)},
 		Spec: appsv1.StatefulSetSpec{
 			Replicas: &replicas,
 			Selector: &metav1.LabelSelector{MatchLabels: lbls},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example/app:1"}}}},
 		},
-		Status: appsv1.StatefulSetStatus{Replicas: replicas, ReadyReplicas: replicas},
+		Status: appsv1.StatefulSetStatus{Replicas: replicas, ReadyReplicas: replicas, CurrentReplicas: replicas},
 	}
 }
 

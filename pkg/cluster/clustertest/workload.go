@@ -6,7 +6,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 )
 
 // Created sets the pod's creationTimestamp to Now minus ago.
@@ -98,21 +97,6 @@ func PodEvent(ns, pod, container, typ, reason, message string, ago time.Duration
 		e.InvolvedObject.FieldPath = "spec.containers{" + container + "}"
 	}
 	return e
-}
-
-// StatefulSet returns a StatefulSet with the given replicas and pod labels,
-// all of them ready.
-func StatefulSet(ns, name string, replicas int32, lbls map[string]string) appsv1.StatefulSet {
-	return appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-sts-" + ns + "-" + name)},
-		Spec: appsv1.StatefulSetSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: lbls},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example/app:1"}}}},
-		},
-		Status: appsv1.StatefulSetStatus{Replicas: replicas, ReadyReplicas: replicas, CurrentReplicas: replicas},
-	}
 }
 
 // SetDeploymentCondition sets a condition on the Deployment, replacing one
