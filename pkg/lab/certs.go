@@ -19,8 +19,9 @@ const (
 	// ServiceCIDR is the Service ClusterIP range.
 	ServiceCIDR = "10.96.0.0/16"
 	// ClusterCIDR is the Pod range kube-controller-manager splits into one
-	// /24 podCIDR per Node.
-	ClusterCIDR = "10.244.0.0/16"
+	// /24 podCIDR per Node: a /12 holds 4,096 of them, enough for the
+	// 1,000-node benchmark (a /16 would stop at 256 nodes).
+	ClusterCIDR = "10.240.0.0/12"
 	// ServiceAccountIssuer is the issuer of service-account tokens.
 	ServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
 )
