@@ -12,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -80,10 +79,7 @@ func TestIntegrationDNS(t *testing.T) {
 
 	// Workloads: dnsPolicy None with a dead and a working nameserver, and
 	// StatefulSets with and without their headless Service.
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: itNS}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), itNS, metav1.DeleteOptions{}) })
+	labtest.CreateNamespace(t, ctx, cs, itNS)
 	dnsNone(t, ctx, cs, "migrated", "10.96.0.53")
 	dnsNone(t, ctx, cs, "resolver", "10.96.0.10")
 	for _, st := range []struct{ name, svc string }{{"pg", "pg-headless"}, {"zk", "zk-hs"}} {
@@ -102,7 +98,7 @@ func TestIntegrationDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	waitFor(t, ctx, "CoreDNS ready behind kube-dns", func(ctx context.Context) (bool, error) {
+	labtest.WaitFor(t, ctx, "CoreDNS ready behind kube-dns", func(ctx context.Context) (bool, error) {
 		return readyDNSEndpoints(ctx, cs) == 2, nil
 	})
 
@@ -134,17 +130,17 @@ func TestIntegrationDNS(t *testing.T) {
 
 	// Phase 3: the kube-dns selector misses the CoreDNS pods.
 	patchJSON(t, ctx, dyn, "services", ks, "kube-dns", `{"spec":{"selector":{"k8s-app":"coredns"}}}`)
-	waitFor(t, ctx, "kube-dns loses its endpoints", func(ctx context.Context) (bool, error) { return readyDNSEndpoints(ctx, cs) == 0, nil })
+	labtest.WaitFor(t, ctx, "kube-dns loses its endpoints", func(ctx context.Context) (bool, error) { return readyDNSEndpoints(ctx, cs) == 0, nil })
 	ct.AssertFindings(t, findings.AreaDNS, analyzeAndVerify(t, ctx, cs, dyn), append([]ct.Want{upstreams,
 		{ID: idNoEndpoints, Severity: findings.Critical, Object: "kube-system/service/kube-dns",
 			Evidence: []string{"spec.selector: k8s-app=coredns", "no pod in kube-system matches the selector", "whose pods are labelled k8s-app=kube-dns"}},
 	}, always...))
 	patchJSON(t, ctx, dyn, "services", ks, "kube-dns", `{"spec":{"selector":{"k8s-app":"kube-dns"}}}`)
-	waitFor(t, ctx, "kube-dns endpoints back", func(ctx context.Context) (bool, error) { return readyDNSEndpoints(ctx, cs) == 2, nil })
+	labtest.WaitFor(t, ctx, "kube-dns endpoints back", func(ctx context.Context) (bool, error) { return readyDNSEndpoints(ctx, cs) == 2, nil })
 
 	// Phase 4: CoreDNS scaled to zero; the scale fix is applied for real.
 	patchJSON(t, ctx, dyn, "deployments", ks, "coredns", `{"spec":{"replicas":0}}`)
-	waitFor(t, ctx, "CoreDNS scaled to zero", func(ctx context.Context) (bool, error) {
+	labtest.WaitFor(t, ctx, "CoreDNS scaled to zero", func(ctx context.Context) (bool, error) {
 		dep, err := cs.AppsV1().Deployments(ks).Get(ctx, "coredns", metav1.GetOptions{})
 		return err == nil && dep.Status.ReadyReplicas == 0 && dep.Status.Replicas == 0, err
 	})
@@ -162,7 +158,7 @@ func TestIntegrationDNS(t *testing.T) {
 			t.Fatalf("apply %q: %v", f.Remediation[0].Command, err)
 		}
 	}
-	waitFor(t, ctx, "CoreDNS back after the scale fix", func(ctx context.Context) (bool, error) { return readyDNSEndpoints(ctx, cs) == 2, nil })
+	labtest.WaitFor(t, ctx, "CoreDNS back after the scale fix", func(ctx context.Context) (bool, error) { return readyDNSEndpoints(ctx, cs) == 2, nil })
 	ct.AssertFindings(t, findings.AreaDNS, analyzeAndVerify(t, ctx, cs, dyn), append([]ct.Want{upstreams}, always...))
 }
 
@@ -170,49 +166,21 @@ func TestIntegrationDNS(t *testing.T) {
 // mutating remediation passes a server-side dry run.
 func analyzeAndVerify(t *testing.T, ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface) []findings.Finding {
 	t.Helper()
-	s, err := cluster.ReadLive(ctx, cs, cluster.LiveOptions{Source: "lab"})
-	if err != nil {
-		t.Fatalf("read the lab: %v", err)
-	}
-	if len(s.Gaps) > 0 {
-		t.Fatalf("gaps in a full read: %v", s.Gaps)
-	}
-	fs := Analyze(s)
-	if err := (&findings.Verifier{Client: dyn}).Verify(ctx, fs); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fs {
-		t.Logf("%s %s %s: %s", f.Severity, f.ID, f.Object, f.Title)
-		for _, r := range f.Remediation {
-			if r.Action != nil && (r.DryRun == nil || r.DryRun.Status != findings.DryRunPassed) {
-				t.Errorf("%s on %s: dry run of %q: %+v", f.ID, f.Object, r.Command, r.DryRun)
-			}
-		}
-	}
+	fs := Analyze(labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{}))
+	ct.LogFindings(t, fs)
+	labtest.VerifyFixes(t, ctx, dyn, fs)
 	return fs
 }
 
 // dnsNone creates a Deployment whose pods use only the given nameserver.
 func dnsNone(t *testing.T, ctx context.Context, cs kubernetes.Interface, name, nameserver string) {
 	t.Helper()
-	lbls := map[string]string{"app": name}
-	one := int32(1)
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: itNS},
-		Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: lbls},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls}, Spec: corev1.PodSpec{
-				Containers: []corev1.Container{{Name: "app", Image: "kdiag.io/lab/http-client:v1"}},
-				DNSPolicy:  corev1.DNSNone,
-				DNSConfig:  &corev1.PodDNSConfig{Nameservers: []string{nameserver}, Searches: []string{itNS + ".svc.cluster.local"}},
-			}}},
-	}
-	if _, err := cs.AppsV1().Deployments(itNS).Create(ctx, d, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create deployment %s: %v", name, err)
-	}
-	waitFor(t, ctx, "pod of "+name, func(ctx context.Context) (bool, error) {
-		pods, err := cs.CoreV1().Pods(itNS).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
-		return err == nil && len(pods.Items) == 1, err
+	labtest.CreateDeployment(t, ctx, cs, itNS, name, 1, nil, corev1.PodSpec{
+		Containers: []corev1.Container{{Name: "app", Image: "kdiag.io/lab/http-client:v1"}},
+		DNSPolicy:  corev1.DNSNone,
+		DNSConfig:  &corev1.PodDNSConfig{Nameservers: []string{nameserver}, Searches: []string{itNS + ".svc.cluster.local"}},
 	})
+	labtest.WaitForPods(t, ctx, cs, itNS, metav1.ListOptions{LabelSelector: "app=" + name}, 1, nil)
 }
 
 // readyDNSEndpoints counts the ready endpoints of kube-dns.
@@ -249,11 +217,4 @@ func mustJSON(v any) []byte {
 		panic(err)
 	}
 	return b
-}
-
-func waitFor(t *testing.T, ctx context.Context, what string, cond func(context.Context) (bool, error)) {
-	t.Helper()
-	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, cond); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
 }

@@ -6,11 +6,9 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -18,7 +16,6 @@ import (
 	ct "github.com/kdiag/kdiag/pkg/cluster/clustertest"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/lab/binaries"
-	"github.com/kdiag/kdiag/pkg/lab/kubelet"
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
 	"github.com/kdiag/kdiag/pkg/lab/process"
 )
@@ -47,14 +44,12 @@ func TestIntegrationNetwork(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(c.RESTConfig())
 	dyn := dynamic.NewForConfigOrDie(c.RESTConfig())
 
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: itNS}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), itNS, metav1.DeleteOptions{}) })
+	labtest.CreateNamespace(t, ctx, cs, itNS)
 
 	http3000 := corev1.ContainerPort{Name: "http", ContainerPort: 3000, Protocol: corev1.ProtocolTCP}
-	deploy(t, ctx, cs, "order", 2, http3000)
-	deploy(t, ctx, cs, "product", 2, http3000)
+	server := corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "kdiag.io/lab/http-server:v1", Ports: []corev1.ContainerPort{http3000}}}}
+	labtest.CreateDeployment(t, ctx, cs, itNS, "order", 2, nil, server)
+	labtest.CreateDeployment(t, ctx, cs, itNS, "product", 2, nil, server)
 	sel := func(app string) map[string]string { return map[string]string{"app": app} }
 	tcp := func(name string, port int32, target intstr.IntOrString) corev1.ServicePort {
 		return corev1.ServicePort{Name: name, Port: port, TargetPort: target, Protocol: corev1.ProtocolTCP}
@@ -75,7 +70,7 @@ func TestIntegrationNetwork(t *testing.T) {
 		}
 	}
 	// No cloud controller runs in the lab: give store-admin an address by hand.
-	waitFor(t, ctx, "store-admin gets an address", func(ctx context.Context) (bool, error) {
+	labtest.WaitFor(t, ctx, "store-admin gets an address", func(ctx context.Context) (bool, error) {
 		s, err := cs.CoreV1().Services(itNS).Get(ctx, "store-admin", metav1.GetOptions{})
 		if err != nil {
 			return false, err
@@ -96,17 +91,15 @@ func TestIntegrationNetwork(t *testing.T) {
 		crashLoopingPod(t, ctx, cs, name, sel("cart"))
 	}
 
-	waitFor(t, ctx, "pods ready and EndpointSlices written", func(ctx context.Context) (bool, error) {
+	labtest.WaitFor(t, ctx, "pods ready and EndpointSlices written", func(ctx context.Context) (bool, error) {
 		pods, err := cs.CoreV1().Pods(itNS).List(ctx, metav1.ListOptions{LabelSelector: "app in (order,product)"})
 		if err != nil {
 			return false, err
 		}
 		ready := 0
 		for i := range pods.Items {
-			for _, cond := range pods.Items[i].Status.Conditions {
-				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
-					ready++
-				}
+			if labtest.PodReady(&pods.Items[i]) {
+				ready++
 			}
 		}
 		if ready != 4 {
@@ -123,7 +116,7 @@ func TestIntegrationNetwork(t *testing.T) {
 		return endpoints["order-service"] == 2 && endpoints["product-web"] == 2 && endpoints["product-udp"] == 2 && endpoints["cart"] == 2, nil
 	})
 
-	snap := readLive(t, ctx, cs)
+	snap := labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})
 	// The real controller gives product-web's endpoints no port at all.
 	for _, es := range snap.EndpointSlices {
 		if es.Namespace == itNS && es.Labels["kubernetes.io/service-name"] == "product-web" && len(es.Ports) != 0 {
@@ -149,7 +142,7 @@ func TestIntegrationNetwork(t *testing.T) {
 
 	// Ten minutes later (same objects), the LoadBalancer without an
 	// address is overdue; the one with an address stays silent.
-	later := readLive(t, ctx, cs)
+	later := labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})
 	later.TakenAt = later.TakenAt.Add(10 * time.Minute)
 	fs := Analyze(later)
 	for _, f := range fs {
@@ -159,22 +152,7 @@ func TestIntegrationNetwork(t *testing.T) {
 		Evidence: []string{"status.loadBalancer.ingress is empty", "no event mentions the Service"}}))
 
 	// Every mutating fix passes a server-side dry run.
-	if err := (&findings.Verifier{Client: dyn}).Verify(ctx, fs); err != nil {
-		t.Fatal(err)
-	}
-	fixes := 0
-	for _, f := range fs {
-		for _, r := range f.Remediation {
-			if r.Action == nil {
-				continue
-			}
-			fixes++
-			if r.DryRun == nil || r.DryRun.Status != findings.DryRunPassed {
-				t.Errorf("%s on %s: dry run of %q: %+v", f.ID, f.Object, r.Command, r.DryRun)
-			}
-		}
-	}
-	if fixes < 3 {
+	if fixes := labtest.VerifyFixes(t, ctx, dyn, fs); fixes < 3 {
 		t.Errorf("want at least 3 mutating fixes (two targetPort, one protocol), got %d", fixes)
 	}
 
@@ -187,8 +165,8 @@ func TestIntegrationNetwork(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, ctx, "order-service fixed", func(ctx context.Context) (bool, error) {
-		for _, f := range Analyze(readLive(t, ctx, cs)) {
+	labtest.WaitFor(t, ctx, "order-service fixed", func(ctx context.Context) (bool, error) {
+		for _, f := range Analyze(labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})) {
 			if f.Object.Name == "order-service" {
 				return false, nil
 			}
@@ -200,7 +178,7 @@ func TestIntegrationNetwork(t *testing.T) {
 	// EndpointSlice.
 	stopControllerManager(t, ctx, c.Processes())
 	service(t, ctx, cs, "orphan", sel("product"), tcp("http", 80, intstr.FromString("http")))
-	snap = readLive(t, ctx, cs)
+	snap = labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})
 	snap.TakenAt = snap.TakenAt.Add(3 * time.Minute)
 	var got []findings.Finding
 	for _, f := range Analyze(snap) {
@@ -210,25 +188,6 @@ func TestIntegrationNetwork(t *testing.T) {
 	}
 	assertFindings(t, got, []ct.Want{{ID: idNoEndpointSlices, Severity: findings.Critical, Object: itNS + "/service/orphan",
 		Title: []string{"selects 2 pods with an IP but has no EndpointSlice"}}})
-}
-
-func deploy(t *testing.T, ctx context.Context, cs kubernetes.Interface, app string, replicas int32, ports ...corev1.ContainerPort) {
-	t.Helper()
-	lbls := map[string]string{"app": app}
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: itNS},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: lbls},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: lbls},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "kdiag.io/lab/http-server:v1", Ports: ports}}},
-			},
-		},
-	}
-	if _, err := cs.AppsV1().Deployments(itNS).Create(ctx, d, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create deployment %s: %v", app, err)
-	}
 }
 
 func service(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string, selector map[string]string, ports ...corev1.ServicePort) *corev1.Service {
@@ -250,16 +209,8 @@ func crashLoopingPod(t *testing.T, ctx context.Context, cs kubernetes.Interface,
 	if err != nil || len(nodes.Items) == 0 {
 		t.Fatalf("list nodes: %v", err)
 	}
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: itNS, Labels: lbls,
-			Annotations: map[string]string{kubelet.AnnotationManualStatus: "true"}},
-		Spec: corev1.PodSpec{NodeName: nodes.Items[0].Name, Containers: []corev1.Container{{Name: "app", Image: "kdiag.io/lab/http-server:v1",
-			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 3000}}}}},
-	}
-	p, err = cs.CoreV1().Pods(itNS).Create(ctx, p, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create pod %s: %v", name, err)
-	}
+	p := labtest.CreatePod(t, ctx, cs, itNS, name, lbls, corev1.PodSpec{NodeName: nodes.Items[0].Name, Containers: []corev1.Container{{
+		Name: "app", Image: "kdiag.io/lab/http-server:v1", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 3000}}}}}, true)
 	now := metav1.Now()
 	ip := "10.99.0.1"
 	if strings.HasSuffix(name, "b") {
@@ -304,23 +255,4 @@ func stopControllerManager(t *testing.T, ctx context.Context, recs []process.Rec
 		}
 	}
 	t.Fatal("the lab has no kube-controller-manager process")
-}
-
-func readLive(t *testing.T, ctx context.Context, cs kubernetes.Interface) *cluster.Snapshot {
-	t.Helper()
-	s, err := cluster.ReadLive(ctx, cs, cluster.LiveOptions{Source: "lab"})
-	if err != nil {
-		t.Fatalf("read the lab: %v", err)
-	}
-	if len(s.Gaps) > 0 {
-		t.Fatalf("gaps in a full read: %v", s.Gaps)
-	}
-	return s
-}
-
-func waitFor(t *testing.T, ctx context.Context, what string, cond func(context.Context) (bool, error)) {
-	t.Helper()
-	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, cond); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
 }

@@ -7,12 +7,9 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
@@ -51,33 +48,19 @@ func TestIntegrationNode(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(c.RESTConfig())
 	dyn := dynamic.NewForConfigOrDie(c.RESTConfig())
 
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: itNS}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), itNS, metav1.DeleteOptions{}) })
+	labtest.CreateNamespace(t, ctx, cs, itNS)
 
 	// An OOMKilled container in a Deployment with a 256Mi limit, on the
 	// healthy node; and a BestEffort pod there, which is fine without pressure.
-	one := int32(1)
-	lbls := map[string]string{"app": "order"}
-	order := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "order", Namespace: itNS},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: lbls},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls}, Spec: podSpec(healthyNode, "128Mi", "256Mi")},
-		},
-	}
-	order.Spec.Template.Spec.NodeName = ""
-	order.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": healthyNode}
-	if _, err := cs.AppsV1().Deployments(itNS).Create(ctx, order, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	createPod(t, ctx, cs, "be-healthy", podSpec(healthyNode, "", ""), false)
+	order := podSpec("", "128Mi", "256Mi")
+	order.NodeSelector = map[string]string{"kubernetes.io/hostname": healthyNode}
+	labtest.CreateDeployment(t, ctx, cs, itNS, "order", 1, nil, order)
+	labtest.CreatePod(t, ctx, cs, itNS, "be-healthy", nil, podSpec(healthyNode, "", ""), false)
 	// On the sick node: a BestEffort pod, a Burstable one, and one the
 	// kubelet evicted for memory.
-	createPod(t, ctx, cs, "be-sick", podSpec(sickNode, "", ""), false)
-	createPod(t, ctx, cs, "burstable-sick", podSpec(sickNode, "64Mi", ""), false)
-	createPod(t, ctx, cs, "evicted-sick", podSpec(sickNode, "", ""), true)
+	labtest.CreatePod(t, ctx, cs, itNS, "be-sick", nil, podSpec(sickNode, "", ""), false)
+	labtest.CreatePod(t, ctx, cs, itNS, "burstable-sick", nil, podSpec(sickNode, "64Mi", ""), false)
+	labtest.CreatePod(t, ctx, cs, itNS, "evicted-sick", nil, podSpec(sickNode, "", ""), true)
 	const evictMsg = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 72Mi. Container app was using 310Mi, request is 0, has larger consumption of request. "
 	setPodStatus(t, ctx, cs, "evicted-sick", func(p *corev1.Pod) {
 		now := metav1.Now()
@@ -85,16 +68,8 @@ func TestIntegrationNode(t *testing.T) {
 			Conditions: []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "TerminationByKubelet", Message: evictMsg, LastTransitionTime: now}}}
 	})
 
-	var orderPod string
-	waitFor(t, ctx, "the order pod runs", func(ctx context.Context) (bool, error) {
-		pods, err := cs.CoreV1().Pods(itNS).List(ctx, metav1.ListOptions{LabelSelector: "app=order"})
-		if err != nil || len(pods.Items) != 1 || pods.Items[0].Status.Phase != corev1.PodRunning {
-			return false, err
-		}
-		orderPod = pods.Items[0].Name
-		return true, nil
-	})
-	annotate(t, ctx, cs.CoreV1().Pods(itNS).Patch, orderPod)
+	orderPod := labtest.WaitForPods(t, ctx, cs, itNS, metav1.ListOptions{LabelSelector: "app=order"}, 1, labtest.PodRunning)[0].Name
+	labtest.TakeStatus(t, ctx, cs.CoreV1().Pods(itNS).Patch, orderPod)
 	killedAt := metav1.NewTime(time.Now().Add(-3 * time.Minute).Truncate(time.Second))
 	setPodStatus(t, ctx, cs, orderPod, func(p *corev1.Pod) {
 		for k := range p.Status.ContainerStatuses {
@@ -107,19 +82,16 @@ func TestIntegrationNode(t *testing.T) {
 
 	// deadNode runs a pod, then its kubelet dies: the node lifecycle
 	// controller marks it Unknown once its Lease is older than the grace period.
-	createPod(t, ctx, cs, "on-dead", podSpec(deadNode, "", ""), false)
-	waitFor(t, ctx, "the pod on the doomed node runs", func(ctx context.Context) (bool, error) {
-		p, err := cs.CoreV1().Pods(itNS).Get(ctx, "on-dead", metav1.GetOptions{})
-		return err == nil && p.Status.Phase == corev1.PodRunning, err
-	})
-	patchNode(t, ctx, cs, deadNode, fmt.Sprintf(`{"metadata":{"annotations":{%q:"false"}}}`, kubelet.AnnotationHeartbeat))
+	labtest.CreatePod(t, ctx, cs, itNS, "on-dead", nil, podSpec(deadNode, "", ""), false)
+	labtest.WaitForPods(t, ctx, cs, itNS, metav1.ListOptions{FieldSelector: "metadata.name=on-dead"}, 1, labtest.PodRunning)
+	labtest.PatchNode(t, ctx, cs, deadNode, fmt.Sprintf(`{"metadata":{"annotations":{%q:"false"}}}`, kubelet.AnnotationHeartbeat))
 
 	// The nodes: notReadyNode's kubelet reports NotReady (its Lease is
 	// still renewed); sickNode has memory pressure, no pod network, a Node
 	// Problem Detector condition, and is cordoned.
-	annotate(t, ctx, cs.CoreV1().Nodes().Patch, notReadyNode)
-	annotate(t, ctx, cs.CoreV1().Nodes().Patch, sickNode)
-	patchNode(t, ctx, cs, sickNode, `{"spec":{"unschedulable":true}}`)
+	labtest.TakeStatus(t, ctx, cs.CoreV1().Nodes().Patch, notReadyNode)
+	labtest.TakeStatus(t, ctx, cs.CoreV1().Nodes().Patch, sickNode)
+	labtest.PatchNode(t, ctx, cs, sickNode, `{"spec":{"unschedulable":true}}`)
 	const runtimeMsg = "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized"
 	setConditions(t, ctx, cs, notReadyNode, corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionFalse, Reason: "KubeletNotReady", Message: runtimeMsg})
 	setConditions(t, ctx, cs, sickNode,
@@ -131,22 +103,20 @@ func TestIntegrationNode(t *testing.T) {
 	// taints: not-ready on the first node, memory-pressure, network-
 	// unavailable and unschedulable on the second.
 	var snap *cluster.Snapshot
-	waitFor(t, ctx, "the node lifecycle controller's taints", func(ctx context.Context) (bool, error) {
-		snap = readLive(t, ctx, cs)
+	labtest.WaitFor(t, ctx, "the node lifecycle controller's taints", func(ctx context.Context) (bool, error) {
+		snap = labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})
 		ix := snap.Index()
 		nr, sick := ix.Node(notReadyNode), ix.Node(sickNode)
 		return nr != nil && sick != nil && hasTaint(nr, corev1.TaintNodeNotReady, corev1.TaintEffectNoExecute) &&
 			taint(sick, corev1.TaintNodeMemoryPressure) != nil && taint(sick, corev1.TaintNodeUnschedulable) != nil, nil
 	})
-	waitFor(t, ctx, "the dead node turns Unknown", func(ctx context.Context) (bool, error) {
-		snap = readLive(t, ctx, cs)
+	labtest.WaitFor(t, ctx, "the dead node turns Unknown", func(ctx context.Context) (bool, error) {
+		snap = labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})
 		c := condition(snap.Index().Node(deadNode), corev1.NodeReady)
 		return c != nil && c.Status == corev1.ConditionUnknown, nil
 	})
 	fs := Analyze(snap)
-	for _, f := range fs {
-		t.Logf("%s %s %s: %s", f.Severity, f.ID, f.Object, f.Title)
-	}
+	ct.LogFindings(t, fs)
 
 	// node-not-ready: the kubelet is alive (fresh Lease) but reports NotReady.
 	f := ct.MustFind(t, fs, idNotReady, notReadyNode)
@@ -217,25 +187,10 @@ func TestIntegrationNode(t *testing.T) {
 
 	// Every mutating fix (uncordon, limit patch) passes a server-side dry
 	// run, and the dry run changed nothing.
-	if err := (&findings.Verifier{Client: dyn}).Verify(ctx, fs); err != nil {
-		t.Fatal(err)
-	}
-	verified := 0
-	for _, f := range fs {
-		for _, r := range f.Remediation {
-			if r.Action == nil {
-				continue
-			}
-			verified++
-			if r.DryRun == nil || r.DryRun.Status != findings.DryRunPassed {
-				t.Errorf("%s %s: dry run of %q: %+v", f.ID, f.Object, r.Command, r.DryRun)
-			}
-		}
-	}
-	if verified != 2 {
+	if verified := labtest.VerifyFixes(t, ctx, dyn, fs); verified != 2 {
 		t.Errorf("want 2 mutating fixes (uncordon, raise limit), got %d", verified)
 	}
-	after := readLive(t, ctx, cs)
+	after := labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})
 	if n := after.Index().Node(sickNode); n == nil || !n.Spec.Unschedulable {
 		t.Errorf("the dry run must not uncordon the node")
 	}
@@ -280,89 +235,30 @@ func hasTaint(n *corev1.Node, key string, effect corev1.TaintEffect) bool {
 	return false
 }
 
-func readLive(t *testing.T, ctx context.Context, cs kubernetes.Interface) *cluster.Snapshot {
-	t.Helper()
-	s, err := cluster.ReadLive(ctx, cs, cluster.LiveOptions{Source: "lab"})
-	if err != nil {
-		t.Fatalf("read the lab: %v", err)
-	}
-	if len(s.Gaps) > 0 {
-		t.Fatalf("gaps in a full read: %v", s.Gaps)
-	}
-	return s
-}
-
-func waitFor(t *testing.T, ctx context.Context, what string, cond func(context.Context) (bool, error)) {
-	t.Helper()
-	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, cond); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
-
 // podSpec is a one-container pod spec, bound to node when node is set,
 // with the given memory request and limit ("" for none).
 func podSpec(node, request, limit string) corev1.PodSpec {
-	zero := int64(0)
-	c := corev1.Container{Name: "app", Image: "registry.k8s.io/pause:3.10"}
+	spec := labtest.PauseSpec()
+	spec.NodeName = node
+	c := &spec.Containers[0]
 	if request != "" {
 		c.Resources.Requests = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(request)}
 	}
 	if limit != "" {
 		c.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(limit)}
 	}
-	return corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: &zero, Containers: []corev1.Container{c}}
+	return spec
 }
 
-// createPod creates a bare pod; manual hands its status to the test from
-// the start.
-func createPod(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string, spec corev1.PodSpec, manual bool) {
-	t.Helper()
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: itNS}, Spec: spec}
-	if manual {
-		p.Annotations = map[string]string{kubelet.AnnotationManualStatus: "true"}
-	}
-	if _, err := cs.CoreV1().Pods(itNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create pod %s: %v", name, err)
-	}
-}
-
-type patchFunc[T any] func(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, sub ...string) (T, error)
-
-// annotate hands an object's status to the test: the simulated kubelet no
-// longer writes it.
-func annotate[T any](t *testing.T, ctx context.Context, patch patchFunc[T], name string) {
-	t.Helper()
-	body := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, kubelet.AnnotationManualStatus)
-	if _, err := patch(ctx, name, types.MergePatchType, []byte(body), metav1.PatchOptions{}); err != nil {
-		t.Fatalf("annotate %s: %v", name, err)
-	}
-}
-
-// setPodStatus rewrites a pod's status and waits until it holds (a
-// simulator sync in flight when the pod was annotated may overwrite it once).
+// setPodStatus rewrites a pod's status and waits until what the tests set
+// holds (a simulator sync in flight when the pod was annotated may
+// overwrite it once).
 func setPodStatus(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string, mutate func(*corev1.Pod)) {
 	t.Helper()
-	waitFor(t, ctx, "status of pod "+name, func(ctx context.Context) (bool, error) {
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			p, err := cs.CoreV1().Pods(itNS).Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			mutate(p)
-			_, err = cs.CoreV1().Pods(itNS).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-			return err
-		})
-		if err != nil {
-			return false, err
-		}
-		time.Sleep(time.Second)
-		p, err := cs.CoreV1().Pods(itNS).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
+	labtest.SetPodStatus(t, ctx, cs, itNS, name, mutate, func(p *corev1.Pod) bool {
 		want := p.DeepCopy()
 		mutate(want)
-		return podStatusHolds(p, want), nil
+		return podStatusHolds(p, want)
 	})
 }
 
@@ -389,7 +285,7 @@ func podStatusHolds(got, want *corev1.Pod) bool {
 // waits until they hold.
 func setConditions(t *testing.T, ctx context.Context, cs kubernetes.Interface, node string, conds ...corev1.NodeCondition) {
 	t.Helper()
-	waitFor(t, ctx, "conditions of node "+node, func(ctx context.Context) (bool, error) {
+	labtest.WaitFor(t, ctx, "conditions of node "+node, func(ctx context.Context) (bool, error) {
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 			if err != nil {
@@ -430,11 +326,4 @@ func setConditions(t *testing.T, ctx context.Context, cs kubernetes.Interface, n
 		}
 		return true, nil
 	})
-}
-
-func patchNode(t *testing.T, ctx context.Context, cs kubernetes.Interface, node, patch string) {
-	t.Helper()
-	if _, err := cs.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatalf("patch node %s: %v", node, err)
-	}
 }

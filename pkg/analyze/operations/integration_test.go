@@ -15,16 +15,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kdiag/kdiag/pkg/cluster"
 	ct "github.com/kdiag/kdiag/pkg/cluster/clustertest"
 	"github.com/kdiag/kdiag/pkg/findings"
-	"github.com/kdiag/kdiag/pkg/lab/kubelet"
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
 	"github.com/kdiag/kdiag/pkg/pdb"
 )
@@ -54,24 +51,22 @@ func TestIntegrationOperations(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(c.RESTConfig())
 	dyn := dynamic.NewForConfigOrDie(c.RESTConfig())
 
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: itNS}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cs.CoreV1().Namespaces().Delete(context.Background(), itNS, metav1.DeleteOptions{})
-	})
+	labtest.CreateNamespace(t, ctx, cs, itNS)
 
 	// Workloads and budgets: one per shape, plus healthy neighbours.
-	deploy(t, cs, "nginx", 1, map[string]string{"app": "nginx"}) // the seed
-	deploy(t, cs, "web", 3, map[string]string{"app": "web"})     // healthy neighbour
-	deploy(t, cs, "solo", 1, map[string]string{"app": "solo"})   // relaxed for real below
-	deploy(t, cs, "pct", 1, map[string]string{"app": "pct"})
-	deploy(t, cs, "api", 3, map[string]string{"app": "api"})
-	deploy(t, cs, "fe", 2, map[string]string{"app": "fe", "tier": "fe"})
-	deploy(t, cs, "db", 2, map[string]string{"app": "db"})
-	deploy(t, cs, "nomin", 2, map[string]string{"app": "nomin"})
+	deploy := func(name string, replicas int32, lbls map[string]string) {
+		labtest.CreateDeployment(t, ctx, cs, itNS, name, replicas, lbls, labtest.PauseSpec())
+	}
+	deploy("nginx", 1, map[string]string{"app": "nginx"}) // the seed
+	deploy("web", 3, map[string]string{"app": "web"})     // healthy neighbour
+	deploy("solo", 1, map[string]string{"app": "solo"})   // relaxed for real below
+	deploy("pct", 1, map[string]string{"app": "pct"})
+	deploy("api", 3, map[string]string{"app": "api"})
+	deploy("fe", 2, map[string]string{"app": "fe", "tier": "fe"})
+	deploy("db", 2, map[string]string{"app": "db"})
+	deploy("nomin", 2, map[string]string{"app": "nomin"})
 	daemonSet(t, cs, "agent", map[string]string{"app": "agent"})
-	barePod(t, cs, "bare", map[string]string{"app": "bare"})
+	labtest.CreatePod(t, ctx, cs, itNS, "bare", map[string]string{"app": "bare"}, labtest.PauseSpec(), false)
 
 	sel := func(k, v string) *metav1.LabelSelector {
 		return &metav1.LabelSelector{MatchLabels: map[string]string{k: v}}
@@ -103,19 +98,7 @@ func TestIntegrationOperations(t *testing.T) {
 	}
 
 	// All 19 pods Running and Ready (3 DaemonSet pods, one per node).
-	waitFor(t, ctx, "19 Ready pods", func(ctx context.Context) (bool, error) {
-		pods, err := cs.CoreV1().Pods(itNS).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, err
-		}
-		ready := 0
-		for k := range pods.Items {
-			if pdb.IsHealthy(&pods.Items[k]) {
-				ready++
-			}
-		}
-		return ready == 19, nil
-	})
+	labtest.WaitForPods(t, ctx, cs, itNS, metav1.ListOptions{}, 19, pdb.IsHealthy)
 	// One api pod turns unready, by hand.
 	apiPods, err := cs.CoreV1().Pods(itNS).List(ctx, metav1.ListOptions{LabelSelector: "app=api"})
 	if err != nil || len(apiPods.Items) != 3 {
@@ -128,8 +111,8 @@ func TestIntegrationOperations(t *testing.T) {
 	// The controller's status converges to kdiag's computation for every
 	// budget: this pins pkg/pdb to the real disruption controller.
 	var snap *cluster.Snapshot
-	waitFor(t, ctx, "PDB status written by kube-controller-manager matches pkg/pdb", func(ctx context.Context) (bool, error) {
-		snap = readLive(t, ctx, cs)
+	labtest.WaitFor(t, ctx, "PDB status written by kube-controller-manager matches pkg/pdb", func(ctx context.Context) (bool, error) {
+		snap = labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})
 		diffs := statusDiffs(snap)
 		if len(diffs) > 0 {
 			t.Logf("waiting: %s", strings.Join(diffs, "; "))
@@ -161,8 +144,8 @@ func TestIntegrationOperations(t *testing.T) {
 	// A drain of nginx's node is under way: it is cordoned and a drainer
 	// recorded its failure, as cluster-autoscaler does.
 	node := nginxPod.Spec.NodeName
-	patchNode(t, ctx, cs, node, `{"spec":{"unschedulable":true}}`)
-	t.Cleanup(func() { patchNode(t, context.Background(), cs, node, `{"spec":{"unschedulable":false}}`) })
+	labtest.PatchNode(t, ctx, cs, node, `{"spec":{"unschedulable":true}}`)
+	t.Cleanup(func() { labtest.PatchNode(t, context.Background(), cs, node, `{"spec":{"unschedulable":false}}`) })
 	ev := &corev1.Event{
 		ObjectMeta:     metav1.ObjectMeta{Name: node + ".scaledownfailed", Namespace: metav1.NamespaceDefault},
 		InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: node, APIVersion: "v1"},
@@ -179,7 +162,7 @@ func TestIntegrationOperations(t *testing.T) {
 		_ = cs.CoreV1().Events(metav1.NamespaceDefault).Delete(context.Background(), ev.Name, metav1.DeleteOptions{})
 	})
 
-	snap = readLive(t, ctx, cs)
+	snap = labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})
 	fs := Analyze(snap)
 	ct.LogFindings(t, fs)
 
@@ -292,8 +275,8 @@ func TestIntegrationOperations(t *testing.T) {
 	} else if err := apply(ctx, dyn, r.Action, false); err != nil {
 		t.Fatalf("relax solo: %v", err)
 	}
-	waitFor(t, ctx, "nginx and solo allow a disruption after the fixes", func(ctx context.Context) (bool, error) {
-		snap = readLive(t, ctx, cs)
+	labtest.WaitFor(t, ctx, "nginx and solo allow a disruption after the fixes", func(ctx context.Context) (bool, error) {
+		snap = labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})
 		fs = Analyze(snap)
 		return ct.Find(fs, idPDBBlocks, "nginx") == nil && ct.Find(fs, idPDBBlocks, "solo") == nil, nil
 	})
@@ -355,49 +338,13 @@ func statusDiffs(s *cluster.Snapshot) []string {
 	return diffs
 }
 
-func readLive(t *testing.T, ctx context.Context, cs kubernetes.Interface) *cluster.Snapshot {
-	t.Helper()
-	s, err := cluster.ReadLive(ctx, cs, cluster.LiveOptions{Source: "lab"})
-	if err != nil {
-		t.Fatalf("read the lab: %v", err)
-	}
-	if len(s.Gaps) > 0 {
-		t.Fatalf("gaps in a full read: %v", s.Gaps)
-	}
-	return s
-}
-
-func waitFor(t *testing.T, ctx context.Context, what string, cond func(context.Context) (bool, error)) {
-	t.Helper()
-	start := time.Now()
-	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, cond); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	t.Logf("%s: after %s", what, time.Since(start).Round(time.Millisecond))
-}
-
-func deploy(t *testing.T, cs kubernetes.Interface, name string, replicas int32, lbls map[string]string) {
-	t.Helper()
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: itNS},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: lbls},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls}, Spec: podSpec()},
-		},
-	}
-	if _, err := cs.AppsV1().Deployments(itNS).Create(context.Background(), d, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create deployment %s: %v", name, err)
-	}
-}
-
 func daemonSet(t *testing.T, cs kubernetes.Interface, name string, lbls map[string]string) {
 	t.Helper()
 	d := &appsv1.DaemonSet{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: itNS},
 		Spec: appsv1.DaemonSetSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: lbls},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls}, Spec: podSpec()},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls}, Spec: labtest.PauseSpec()},
 		},
 	}
 	if _, err := cs.AppsV1().DaemonSets(itNS).Create(context.Background(), d, metav1.CreateOptions{}); err != nil {
@@ -405,29 +352,10 @@ func daemonSet(t *testing.T, cs kubernetes.Interface, name string, lbls map[stri
 	}
 }
 
-func barePod(t *testing.T, cs kubernetes.Interface, name string, lbls map[string]string) {
-	t.Helper()
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: itNS, Labels: lbls}, Spec: podSpec()}
-	if _, err := cs.CoreV1().Pods(itNS).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create pod %s: %v", name, err)
-	}
-}
-
-func podSpec() corev1.PodSpec {
-	zero := int64(0)
-	return corev1.PodSpec{
-		TerminationGracePeriodSeconds: &zero,
-		Containers:                    []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}},
-	}
-}
-
 // setUnready hands the pod's status to the test and marks it not Ready.
 func setUnready(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string) {
 	t.Helper()
-	ann := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, kubelet.AnnotationManualStatus)
-	if _, err := cs.CoreV1().Pods(itNS).Patch(ctx, name, types.MergePatchType, []byte(ann), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	labtest.TakeStatus(t, ctx, cs.CoreV1().Pods(itNS).Patch, name)
 	p, err := cs.CoreV1().Pods(itNS).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -442,13 +370,6 @@ func setUnready(t *testing.T, ctx context.Context, cs kubernetes.Interface, name
 	}
 	if _, err := cs.CoreV1().Pods(itNS).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func patchNode(t *testing.T, ctx context.Context, cs kubernetes.Interface, node, patch string) {
-	t.Helper()
-	if _, err := cs.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Errorf("patch node %s: %v", node, err)
 	}
 }
 

@@ -14,10 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/util/retry"
 
 	"github.com/kdiag/kdiag/pkg/analyze/internal/podready"
 	"github.com/kdiag/kdiag/pkg/cluster"
@@ -50,12 +48,8 @@ func TestIntegrationWorkload(t *testing.T) {
 	defer cancel()
 	cs := kubernetes.NewForConfigOrDie(c.RESTConfig())
 	dyn := dynamic.NewForConfigOrDie(c.RESTConfig())
-	for _, ns := range []string{itNS, quotaNS} {
-		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
-	}
+	labtest.CreateNamespace(t, ctx, cs, itNS)
+	labtest.CreateNamespace(t, ctx, cs, quotaNS)
 
 	deploy(t, ctx, cs, itNS, "healthy", 2, nil)
 	deploy(t, ctx, cs, itNS, "crash", 2, nil)
@@ -76,7 +70,7 @@ func TestIntegrationWorkload(t *testing.T) {
 	if _, err := cs.CoreV1().ResourceQuotas(quotaNS).Create(ctx, quota, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, ctx, "the quota's status", func(ctx context.Context) (bool, error) {
+	labtest.WaitFor(t, ctx, "the quota's status", func(ctx context.Context) (bool, error) {
 		q, err := cs.CoreV1().ResourceQuotas(quotaNS).Get(ctx, "pods", metav1.GetOptions{})
 		return err == nil && len(q.Status.Hard) > 0, err
 	})
@@ -101,7 +95,7 @@ func TestIntegrationWorkload(t *testing.T) {
 
 	// Everything that can run runs.
 	running := map[string][]string{}
-	waitFor(t, ctx, "the pods run", func(ctx context.Context) (bool, error) {
+	labtest.WaitFor(t, ctx, "the pods run", func(ctx context.Context) (bool, error) {
 		pods, err := cs.CoreV1().Pods(itNS).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err
@@ -130,7 +124,7 @@ func TestIntegrationWorkload(t *testing.T) {
 	event(t, ctx, cs, itNS, "Pod", pullPod, "spec.containers{app}", corev1.EventTypeWarning, "Failed",
 		`Failed to pull image "registry.invalid/shop/web:v2": failed to resolve reference "registry.invalid/shop/web:v2": registry.invalid/shop/web:v2: not found`, 4)
 	setWaiting(t, ctx, cs, running["cfgerr"][0], "CreateContainerConfigError", `secret "db-credentials" not found`, nil)
-	setPodStatus(t, ctx, cs, "creating", func(p *corev1.Pod) {
+	labtest.SetPodStatus(t, ctx, cs, itNS, "creating", func(p *corev1.Pod) {
 		p.Status.Phase = corev1.PodPending
 		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()}}
 		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", Image: "registry.k8s.io/pause:3.10",
@@ -161,8 +155,8 @@ func TestIntegrationWorkload(t *testing.T) {
 
 	// Wait for the controllers and the scheduler.
 	var snap *cluster.Snapshot
-	waitFor(t, ctx, "scheduler, ReplicaSet and Deployment controllers", func(ctx context.Context) (bool, error) {
-		snap = readLive(t, ctx, cs, time.Now)
+	labtest.WaitFor(t, ctx, "scheduler, ReplicaSet and Deployment controllers", func(ctx context.Context) (bool, error) {
+		snap = labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})
 		ix := snap.Index()
 		big := false
 		for _, p := range ix.PodsInNamespace(itNS) {
@@ -213,16 +207,7 @@ func TestIntegrationWorkload(t *testing.T) {
 	ct.NoneAbout(t, fs, itNS, "nosched") // pending only seconds: not yet a problem
 
 	// The rollback passes a server-side dry run, which changes nothing.
-	if err := (&findings.Verifier{Client: dyn}).Verify(ctx, fs); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fs {
-		for _, r := range f.Remediation {
-			if r.Action != nil && (r.DryRun == nil || r.DryRun.Status != findings.DryRunPassed) {
-				t.Errorf("%s %s: dry run of %q: %+v", f.ID, f.Object, r.Command, r.DryRun)
-			}
-		}
-	}
+	labtest.VerifyFixes(t, ctx, dyn, fs)
 	roll, err := cs.AppsV1().Deployments(itNS).Get(ctx, "roll", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +219,7 @@ func TestIntegrationWorkload(t *testing.T) {
 	// Ten minutes later (the snapshot's clock, not the test's): the pod no
 	// scheduler looks at, the pod whose containers never start and the pod
 	// held by its finalizer are stuck.
-	later := readLive(t, ctx, cs, func() time.Time { return time.Now().Add(10 * time.Minute) })
+	later := labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{Now: func() time.Time { return time.Now().Add(10 * time.Minute) }})
 	fs = Analyze(later)
 	ct.LogFindings(t, fs)
 	f = ct.MustFindIn(t, fs, idUnschedulable, itNS, "nosched")
@@ -283,50 +268,19 @@ func hasDeployCondition(d *appsv1.Deployment, typ appsv1.DeploymentConditionType
 	return false
 }
 
-func readLive(t *testing.T, ctx context.Context, cs kubernetes.Interface, now func() time.Time) *cluster.Snapshot {
-	t.Helper()
-	s, err := cluster.ReadLive(ctx, cs, cluster.LiveOptions{Source: "lab", Now: now})
-	if err != nil {
-		t.Fatalf("read the lab: %v", err)
-	}
-	if len(s.Gaps) > 0 {
-		t.Fatalf("gaps in a full read: %v", s.Gaps)
-	}
-	return s
-}
-
-func waitFor(t *testing.T, ctx context.Context, what string, cond func(context.Context) (bool, error)) {
-	t.Helper()
-	if err := wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, cond); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
-
-func podSpec() corev1.PodSpec {
-	zero := int64(0)
-	return corev1.PodSpec{TerminationGracePeriodSeconds: &zero,
-		Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}}}
-}
-
+// deploy creates a Deployment of pause pods labelled app=name, with mutate
+// (if set) applied to its pod spec.
 func deploy(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns, name string, replicas int32, mutate func(*corev1.PodSpec)) {
 	t.Helper()
-	lbls := map[string]string{"app": name}
-	spec := podSpec()
+	spec := labtest.PauseSpec()
 	if mutate != nil {
 		mutate(&spec)
 	}
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: lbls},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls}, Spec: spec}},
-	}
-	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create deployment %s: %v", name, err)
-	}
+	labtest.CreateDeployment(t, ctx, cs, ns, name, replicas, nil, spec)
 }
 
 func barePod(name, node string) *corev1.Pod {
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: itNS}, Spec: podSpec()}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: itNS}, Spec: labtest.PauseSpec()}
 	p.Spec.NodeName = node
 	return p
 }
@@ -351,11 +305,8 @@ func event(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns, kind,
 // the waiting state with the kubelet's reason and message.
 func setWaiting(t *testing.T, ctx context.Context, cs kubernetes.Interface, name, reason, msg string, more func(*corev1.ContainerStatus)) {
 	t.Helper()
-	body := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, kubelet.AnnotationManualStatus)
-	if _, err := cs.CoreV1().Pods(itNS).Patch(ctx, name, types.MergePatchType, []byte(body), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	setPodStatus(t, ctx, cs, name, func(p *corev1.Pod) {
+	labtest.TakeStatus(t, ctx, cs.CoreV1().Pods(itNS).Patch, name)
+	labtest.SetPodStatus(t, ctx, cs, itNS, name, func(p *corev1.Pod) {
 		for k := range p.Status.Conditions {
 			if c := &p.Status.Conditions[k]; c.Type == corev1.PodReady || c.Type == corev1.ContainersReady {
 				c.Status, c.Reason = corev1.ConditionFalse, "ContainersNotReady"
@@ -376,29 +327,5 @@ func setWaiting(t *testing.T, ctx context.Context, cs kubernetes.Interface, name
 			}
 		}
 		return len(p.Status.ContainerStatuses) > 0
-	})
-}
-
-// setPodStatus rewrites a pod's status until holds accepts what is read
-// back (a simulator sync in flight when the pod was annotated may
-// overwrite it once).
-func setPodStatus(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string, mutate func(*corev1.Pod), holds func(*corev1.Pod) bool) {
-	t.Helper()
-	waitFor(t, ctx, "status of pod "+name, func(ctx context.Context) (bool, error) {
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			p, err := cs.CoreV1().Pods(itNS).Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			mutate(p)
-			_, err = cs.CoreV1().Pods(itNS).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-			return err
-		})
-		if err != nil {
-			return false, err
-		}
-		time.Sleep(time.Second)
-		p, err := cs.CoreV1().Pods(itNS).Get(ctx, name, metav1.GetOptions{})
-		return err == nil && holds(p), err
 	})
 }
