@@ -39,12 +39,8 @@ func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		Streams:     streams,
 		ConfigFlags: genericclioptions.NewConfigFlags(true),
 	}
-	use := "kdiag"
-	if strings.HasPrefix(filepath.Base(os.Args[0]), "kubectl-diag") {
-		use = "kubectl diag"
-	}
 	root := &cobra.Command{
-		Use:   use,
+		Use:   "kdiag",
 		Short: "Find what is wrong with a Kubernetes cluster, prove it, and fix it safely",
 		Long: `kdiag takes you from a symptom to its root cause and to a fix that was checked
 by a server-side dry run before you apply it.
@@ -56,6 +52,12 @@ by a server-side dry run before you apply it.
   lab      run a real local control plane with the seed scenarios`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+	}
+	if strings.HasPrefix(filepath.Base(os.Args[0]), "kubectl-diag") {
+		// cobra's display-name annotation makes usage and help say
+		// "kubectl diag ..." when kubectl runs us as a plugin.
+		root.Use = "kubectl-diag"
+		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl diag"}
 	}
 	root.SetIn(streams.In)
 	root.SetOut(streams.Out)
