@@ -52,8 +52,8 @@ func TestDoctorDemoJSONFollowsSchemaAndFindsSeedProblems(t *testing.T) {
 	}
 	var rep struct {
 		Findings []struct {
-			ID     string `json:"id"`
-			Object struct{ Kind, Namespace, Name string }
+			ID          string `json:"id"`
+			Object      struct{ Kind, Namespace, Name string }
 			Remediation []struct {
 				Command string
 				DryRun  *struct{ Status, Reason string } `json:"dryRun"`
