@@ -1,6 +1,7 @@
 // Package binaries finds, and when needed builds, the control-plane binaries
 // that kdiag's lab runs: etcd, kube-apiserver, kube-controller-manager,
-// kube-scheduler and kube-proxy, all at one pinned Kubernetes version.
+// kube-scheduler and kube-proxy, plus kubectl, all at one pinned Kubernetes
+// version.
 //
 // The binaries live in a cache directory outside the repository so that a
 // fresh clone on the same machine (CI) reuses them. They are built with
@@ -42,6 +43,9 @@ const (
 	ControllerManager = "kube-controller-manager"
 	Scheduler         = "kube-scheduler"
 	Proxy             = "kube-proxy"
+	// Kubectl is built with the rest so that the lab and its tutorial need
+	// no kubectl from elsewhere; the lab itself never runs it.
+	Kubectl = "kubectl"
 )
 
 // stampFile records what the binaries in a directory were built from.
@@ -55,7 +59,7 @@ const toolsModule = "github.com/kdiag/kdiag/tools/k8s"
 
 // Names returns the binaries the lab needs, in a fresh slice.
 func Names() []string {
-	return []string{Etcd, APIServer, ControllerManager, Scheduler, Proxy}
+	return []string{Etcd, APIServer, ControllerManager, Scheduler, Proxy, Kubectl}
 }
 
 // buildTargets returns the package arguments of `go build` in the tools
@@ -67,6 +71,7 @@ func buildTargets() []string {
 		"k8s.io/kubernetes/cmd/kube-controller-manager",
 		"k8s.io/kubernetes/cmd/kube-scheduler",
 		"k8s.io/kubernetes/cmd/kube-proxy",
+		"k8s.io/kubernetes/cmd/kubectl",
 	}
 }
 

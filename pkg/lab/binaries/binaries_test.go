@@ -26,6 +26,7 @@ func fakeTools(t *testing.T, root string) string {
 		"kubernetes/cmd/kube-controller-manager/main.go": "package main\n\nfunc main() {}\n",
 		"kubernetes/cmd/kube-scheduler/main.go":          "package main\n\nfunc main() {}\n",
 		"kubernetes/cmd/kube-proxy/main.go":              "package main\n\nfunc main() {}\n",
+		"kubernetes/cmd/kubectl/main.go":                 "package main\n\nfunc main() {}\n",
 	}
 	for name, body := range files {
 		p := filepath.Join(tools, name)
