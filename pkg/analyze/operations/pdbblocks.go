@@ -2,12 +2,12 @@ package operations
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/cluster"
@@ -76,11 +76,7 @@ func (a *analysis) pdbBlocksOne(p *policyv1.PodDisruptionBudget) (findings.Findi
 			stallNodes[pod.Spec.NodeName] = append(stallNodes[pod.Spec.NodeName], pod.Name)
 		}
 	}
-	nodes := make([]string, 0, len(stallNodes))
-	for n := range stallNodes {
-		nodes = append(nodes, n)
-	}
-	sort.Strings(nodes)
+	nodes := slices.Sorted(maps.Keys(stallNodes))
 
 	sev := findings.Warning
 	var where string
@@ -366,19 +362,11 @@ func (a *analysis) pdbRemediation(p *policyv1.PodDisruptionBudget, b pdb.Budget,
 		findings.Inspect("Show the budget and its status", fmt.Sprintf("kubectl get pdb %s -n %s -o yaml", p.Name, p.Namespace)),
 		findings.Inspect("List the pods it selects, with their nodes", fmt.Sprintf("kubectl get pods -n %s%s -o wide", p.Namespace, selectorFlag(p))),
 	}
-	if r, ok := a.scaleFix(p, b, reasons); ok {
+	if r, ok := pdb.ScaleRemediation(p, b, reasons); ok {
 		rem = append(rem, r)
 	}
-	if r, ok := pdb.Relax(p, b); ok {
-		desc := fmt.Sprintf("Relax the budget (%s): %s", strings.Join(r.Changes, ", "), r.TradeOff)
-		switch {
-		case r.After.DisruptionsAllowed >= 1:
-			desc += fmt.Sprintf(". With the current pods it then allows %s", evidence.Plural(int(r.After.DisruptionsAllowed), "disruption"))
-		case r.UnreadyEvictable:
-			desc += ". Drains can then evict the unready pods; Ready ones stay protected until the others recover"
-		}
-		desc += ". If Helm or GitOps manages the budget, change it there too or it will be reverted"
-		rem = append(rem, findings.MustPatch(desc, pdbGVR, "pdb", p.Namespace, p.Name, types.MergePatchType, r.Patch))
+	if r, ok := pdb.RelaxRemediation(p, b); ok {
+		rem = append(rem, r)
 	}
 	if pdb.Has(reasons, pdb.ReasonUnhealthyPods) {
 		var names []string
@@ -401,37 +389,4 @@ func (a *analysis) pdbRemediation(p *policyv1.PodDisruptionBudget, b pdb.Budget,
 			fmt.Sprintf("kubectl drain %s --ignore-daemonsets --delete-emptydir-data --dry-run=server", nodes[0])))
 	}
 	return rem
-}
-
-// scaleFix proposes scaling the budget's only workload to the smallest
-// replica count that lets the budget allow one disruption, when the spec
-// (not unhealthy pods) is the cause.
-func (a *analysis) scaleFix(p *policyv1.PodDisruptionBudget, b pdb.Budget, reasons []pdb.Reason) (findings.Remediation, bool) {
-	if !pdb.Has(reasons, pdb.ReasonMinAvailableAtLeastExpected) || len(b.Controllers) != 1 {
-		return findings.Remediation{}, false
-	}
-	c := b.Controllers[0]
-	var kind string
-	switch c.Kind {
-	case "Deployment":
-		kind = "deployment"
-	case "StatefulSet":
-		kind = "statefulset"
-	case "ReplicaSet":
-		kind = "replicaset"
-	default:
-		return findings.Remediation{}, false
-	}
-	n, ok := pdb.ReplicasForOneDisruption(p, b, c)
-	if !ok || n <= c.Replicas {
-		return findings.Remediation{}, false
-	}
-	desc := fmt.Sprintf("Add replicas: scale %s %s from %d to %d so that %s leaves one pod free to evict, once the new pods are Ready. "+
-		"Spread them over nodes (topologySpreadConstraints or pod anti-affinity) or a drain may still find them together. "+
-		"If a HorizontalPodAutoscaler manages it, raise its minReplicas instead; if Helm or GitOps manages it, change replicas there",
-		c.Kind, ref(p.Namespace, c.Name), c.Replicas, n, pdb.SpecString(p))
-	if c.Kind == "StatefulSet" {
-		desc += ". Each new StatefulSet replica gets its own identity and PersistentVolumeClaim"
-	}
-	return findings.Scale(desc, kind, p.Namespace, c.Name, n), true
 }
