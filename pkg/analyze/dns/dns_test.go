@@ -636,22 +636,8 @@ func TestCoveringPrefix(t *testing.T) {
 }
 
 func TestChecksCoverEveryID(t *testing.T) {
-	ids := map[string]bool{}
-	for _, c := range Checks() {
-		if c.Area != findings.AreaDNS || c.Summary == "" || c.Severity.Rank() == 0 {
-			t.Errorf("check %+v is incomplete", c)
-		}
-		if ids[c.ID] {
-			t.Errorf("duplicate check %s", c.ID)
-		}
-		ids[c.ID] = true
-	}
-	for _, id := range []string{idNoReadyReplicas, idNoEndpoints, idCorefileInvalid, idUnknownPlugin, idCustomKeyIgnored,
-		idUpstreams, idUpstreamNotIP, idForwardShadowed, idStubNoUpstream, idPodDNSNone, idStatefulSetNoHeadless} {
-		if !ids[id] {
-			t.Errorf("Checks() lacks %s", id)
-		}
-	}
+	ct.AssertChecks(t, Checks(), findings.AreaDNS, idNoReadyReplicas, idNoEndpoints, idCorefileInvalid, idUnknownPlugin,
+		idCustomKeyIgnored, idUpstreams, idUpstreamNotIP, idForwardShadowed, idStubNoUpstream, idPodDNSNone, idStatefulSetNoHeadless)
 }
 
 func statefulSet(ns, name, svc string) appsv1.StatefulSet {

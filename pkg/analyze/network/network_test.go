@@ -458,20 +458,6 @@ func assertFindings(t *testing.T, got []findings.Finding, wants []ct.Want) {
 }
 
 func TestChecksCoverEveryID(t *testing.T) {
-	ids := map[string]bool{}
-	for _, c := range Checks() {
-		if c.Area != findings.AreaNetwork || c.Summary == "" || c.Severity.Rank() == 0 {
-			t.Errorf("check %+v is incomplete", c)
-		}
-		if ids[c.ID] {
-			t.Errorf("duplicate check %s", c.ID)
-		}
-		ids[c.ID] = true
-	}
-	for _, id := range []string{idTargetPortMismatch, idProtocolMismatch, idNoMatchingPods, idNoReadyEndpoints,
-		idNoEndpointSlices, idLoadBalancerPending, idExternalNameIsIP} {
-		if !ids[id] {
-			t.Errorf("Checks() lacks %s", id)
-		}
-	}
+	ct.AssertChecks(t, Checks(), findings.AreaNetwork, idTargetPortMismatch, idProtocolMismatch, idNoMatchingPods,
+		idNoReadyEndpoints, idNoEndpointSlices, idLoadBalancerPending, idExternalNameIsIP)
 }

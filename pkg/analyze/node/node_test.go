@@ -17,19 +17,8 @@ import (
 )
 
 func TestChecksDeclared(t *testing.T) {
-	seen := map[string]bool{}
-	for _, c := range Checks() {
-		if seen[c.ID] {
-			t.Errorf("check %s declared twice", c.ID)
-		}
-		seen[c.ID] = true
-		if c.Area != findings.AreaNode || c.Severity.Rank() == 0 || c.Summary == "" {
-			t.Errorf("incomplete check %+v", c)
-		}
-	}
-	if len(seen) != 8 {
-		t.Errorf("want 8 checks, got %d", len(seen))
-	}
+	ct.AssertChecks(t, Checks(), findings.AreaNode, idNotReady, idPressure, idNetworkUnavailable, idProblemCondition,
+		idCordoned, idOOMKilled, idEvicted, idBestEffort)
 }
 
 func TestHealthyClusterIsSilent(t *testing.T) {

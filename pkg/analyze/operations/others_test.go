@@ -301,35 +301,18 @@ func TestEvictionFailed(t *testing.T) {
 // TestChecksCoverFindings checks that every finding an analysis emits is a
 // declared check with its declared area, and that IDs are unique.
 func TestChecksCoverFindings(t *testing.T) {
-	declared := map[string]findings.Check{}
-	for _, c := range Checks() {
-		if _, dup := declared[c.ID]; dup {
-			t.Errorf("duplicate check %s", c.ID)
-		}
-		if c.Summary == "" || c.Area != findings.AreaOperations {
-			t.Errorf("check %s: summary %q area %s", c.ID, c.Summary, c.Area)
-		}
-		declared[c.ID] = c
-	}
+	ct.AssertChecks(t, Checks(), findings.AreaOperations, idPDBBlocks, idMultiplePDBs, idNoMatchingPods, idEvictionFailed, idDrainBlocked)
 	s := base()
 	ct.Cordon(&s.Nodes[0], time.Minute)
 	s.PodDisruptionBudgets = append(s.PodDisruptionBudgets,
 		ct.PDB("shop", "null", nil),
 		ct.MaxUnavailable(ct.PDB("shop", "all", &metav1.LabelSelector{}), 1))
 	s.Events = append(s.Events, ct.NodeEvent("n1", corev1.EventTypeWarning, "ScaleDownFailed", "failed to drain the node", time.Minute, 1))
-	seen := map[string]bool{}
-	for _, f := range Analyze(s) {
-		if _, ok := declared[f.ID]; !ok {
-			t.Errorf("finding with undeclared ID %s", f.ID)
-		}
-		if f.Area != findings.AreaOperations || f.Title == "" || len(f.Evidence) == 0 || f.Explanation == "" || len(f.Remediation) == 0 {
-			t.Errorf("incomplete finding %+v", f)
-		}
-		seen[f.ID] = true
-	}
-	for id := range declared {
-		if !seen[id] {
-			t.Errorf("check %s did not fire on the all-problems snapshot", id)
+	fs := Analyze(s)
+	ct.AssertComplete(t, fs, Checks(), findings.AreaOperations)
+	for _, c := range Checks() {
+		if len(ct.WithID(fs, c.ID)) == 0 {
+			t.Errorf("check %s did not fire on the all-problems snapshot", c.ID)
 		}
 	}
 }

@@ -38,19 +38,8 @@ func app(s *cluster.Snapshot, ns, name string, replicas int) []*corev1.Pod {
 }
 
 func TestChecksDeclared(t *testing.T) {
-	seen := map[string]bool{}
-	for _, c := range Checks() {
-		if seen[c.ID] {
-			t.Errorf("check %s declared twice", c.ID)
-		}
-		seen[c.ID] = true
-		if c.Area != findings.AreaWorkload || c.Severity.Rank() == 0 || c.Summary == "" {
-			t.Errorf("incomplete check %+v", c)
-		}
-	}
-	if len(seen) != 9 {
-		t.Errorf("want 9 checks, got %d", len(seen))
-	}
+	ct.AssertChecks(t, Checks(), findings.AreaWorkload, idCrashLoop, idImagePull, idCreateError, idUnschedulable,
+		idStuckCreating, idStuckTerminating, idProbeFailing, idReplicaFailure, idRolloutStuck)
 }
 
 func TestHealthyClusterIsSilent(t *testing.T) {

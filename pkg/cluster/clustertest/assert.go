@@ -152,6 +152,35 @@ func AssertJSON(t testing.TB, raw []byte, want string) {
 	}
 }
 
+// AssertChecks fails the test unless checks, what an analyzer of area
+// declares, are complete (area, severity, summary), unique, and exactly the
+// check IDs ids.
+func AssertChecks(t testing.TB, checks []findings.Check, area findings.Area, ids ...string) {
+	t.Helper()
+	declared := map[string]bool{}
+	for _, c := range checks {
+		if declared[c.ID] {
+			t.Errorf("check %s declared twice", c.ID)
+		}
+		declared[c.ID] = true
+		if c.Area != area || c.Severity.Rank() == 0 || c.Summary == "" {
+			t.Errorf("incomplete check %+v", c)
+		}
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+		if !declared[id] {
+			t.Errorf("Checks() lacks %s", id)
+		}
+	}
+	for _, c := range checks {
+		if !want[c.ID] {
+			t.Errorf("Checks() declares %s, which the test does not expect", c.ID)
+		}
+	}
+}
+
 // AssertComplete fails the test for every finding that an analyzer of area
 // must not emit: a check ID that checks does not declare, another area, or
 // a finding without severity, title, evidence, explanation, remediation or

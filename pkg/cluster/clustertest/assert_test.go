@@ -1,8 +1,6 @@
 package clustertest
 
 import (
-	"fmt"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -11,38 +9,6 @@ import (
 
 	"github.com/kdiag/kdiag/pkg/findings"
 )
-
-// recorder is a testing.TB that records failures instead of failing, so
-// that the assertions can be tested for failing when they must.
-type recorder struct {
-	testing.TB
-	errors []string
-	fatal  bool
-}
-
-func (r *recorder) Helper()             {}
-func (r *recorder) Logf(string, ...any) {}
-func (r *recorder) Errorf(format string, args ...any) {
-	r.errors = append(r.errors, fmt.Sprintf(format, args...))
-}
-func (r *recorder) Fatalf(format string, args ...any) {
-	r.Errorf(format, args...)
-	r.fatal = true
-	runtime.Goexit()
-}
-
-// record runs fn against a recorder in its own goroutine, as package
-// testing runs a test, so that Fatalf can stop it.
-func record(fn func(tb testing.TB)) *recorder {
-	r := &recorder{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn(r)
-	}()
-	<-done
-	return r
-}
 
 // sample is what the assertions are tested on: a finding with a patch and
 // a read-only command, and one without fix.
@@ -93,6 +59,10 @@ func TestAssertions(t *testing.T) {
 	fs := sample()
 	f := &fs[0]
 	patch := string(f.Remediation[1].Action.Patch)
+	checks := []findings.Check{
+		{ID: "service-target-port-mismatch", Area: findings.AreaNetwork, Severity: findings.Critical, Summary: "targetPort matches no containerPort"},
+		{ID: "service-no-matching-pods", Area: findings.AreaNetwork, Severity: findings.Warning, Summary: "selector matches no pod"},
+	}
 	cases := []struct {
 		name      string
 		run       func(tb testing.TB)
@@ -118,6 +88,24 @@ func TestAssertions(t *testing.T) {
 			AssertJSON(tb, []byte(patch), `[{"op":"replace","path":"/spec/ports/0/targetPort","value":8080}]`)
 		}, true, false},
 		{"AssertJSON malformed", func(tb testing.TB) { AssertJSON(tb, []byte("{"), `{}`) }, true, true},
+		{"AssertChecks holds", func(tb testing.TB) {
+			AssertChecks(tb, checks, findings.AreaNetwork, "service-target-port-mismatch", "service-no-matching-pods")
+		}, false, false},
+		{"AssertChecks lacks one", func(tb testing.TB) {
+			AssertChecks(tb, checks[:1], findings.AreaNetwork, "service-target-port-mismatch", "service-no-matching-pods")
+		}, true, false},
+		{"AssertChecks declares one more", func(tb testing.TB) {
+			AssertChecks(tb, checks, findings.AreaNetwork, "service-target-port-mismatch")
+		}, true, false},
+		{"AssertChecks duplicate", func(tb testing.TB) {
+			AssertChecks(tb, append(checks, checks[0]), findings.AreaNetwork, "service-target-port-mismatch", "service-no-matching-pods")
+		}, true, false},
+		{"AssertChecks other area", func(tb testing.TB) {
+			AssertChecks(tb, checks, findings.AreaDNS, "service-target-port-mismatch", "service-no-matching-pods")
+		}, true, false},
+		{"AssertChecks without summary", func(tb testing.TB) {
+			AssertChecks(tb, []findings.Check{{ID: "x", Area: findings.AreaNetwork, Severity: findings.Info}}, findings.AreaNetwork, "x")
+		}, true, false},
 		{"AssertComplete holds", func(tb testing.TB) {
 			AssertComplete(tb, fs, []findings.Check{{ID: "service-target-port-mismatch"}, {ID: "service-no-matching-pods"}}, findings.AreaNetwork)
 		}, false, false},
@@ -135,9 +123,9 @@ func TestAssertions(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := record(tc.run)
-			if failed := len(r.errors) > 0; failed != tc.wantFail || r.fatal != tc.wantFatal {
-				t.Errorf("failed=%t fatal=%t, want failed=%t fatal=%t; errors: %q", failed, r.fatal, tc.wantFail, tc.wantFatal, r.errors)
+			r := Record(tc.run)
+			if failed := len(r.Errors) > 0; failed != tc.wantFail || r.Stopped != tc.wantFatal {
+				t.Errorf("failed=%t fatal=%t, want failed=%t fatal=%t; errors: %q", failed, r.Stopped, tc.wantFail, tc.wantFatal, r.Errors)
 			}
 		})
 	}
@@ -171,9 +159,9 @@ func TestAssertFindings(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var matched []*findings.Finding
-			r := record(func(tb testing.TB) { matched = AssertFindings(tb, findings.AreaNetwork, sample(), tc.wants) })
-			if tc.fails == 0 && len(r.errors) > 0 || len(r.errors) < tc.fails {
-				t.Errorf("%d failures, want %d: %q", len(r.errors), tc.fails, r.errors)
+			r := Record(func(tb testing.TB) { matched = AssertFindings(tb, findings.AreaNetwork, sample(), tc.wants) })
+			if tc.fails == 0 && len(r.Errors) > 0 || len(r.Errors) < tc.fails {
+				t.Errorf("%d failures, want %d: %q", len(r.Errors), tc.fails, r.Errors)
 			}
 			if len(matched) != len(tc.wants) {
 				t.Fatalf("matched %d findings for %d wants", len(matched), len(tc.wants))
@@ -185,8 +173,8 @@ func TestAssertFindings(t *testing.T) {
 			}
 		})
 	}
-	r := record(func(tb testing.TB) { AssertFindings(tb, findings.AreaDNS, sample(), []Want{port, noMatch}) })
-	if len(r.errors) != 2 {
-		t.Errorf("findings of another area: %d failures, want 2: %q", len(r.errors), r.errors)
+	r := Record(func(tb testing.TB) { AssertFindings(tb, findings.AreaDNS, sample(), []Want{port, noMatch}) })
+	if len(r.Errors) != 2 {
+		t.Errorf("findings of another area: %d failures, want 2: %q", len(r.Errors), r.Errors)
 	}
 }

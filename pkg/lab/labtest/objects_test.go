@@ -3,7 +3,6 @@ package labtest_test
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"testing"
 	"time"
 
@@ -13,40 +12,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kdiag/kdiag/pkg/cluster"
+	ct "github.com/kdiag/kdiag/pkg/cluster/clustertest"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/lab/kubelet"
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
 )
-
-// recorder is a testing.TB that records failures instead of failing, to
-// check that a helper fails the test when it must.
-type recorder struct {
-	testing.TB
-	errors []string
-}
-
-func (r *recorder) Helper()             {}
-func (r *recorder) Logf(string, ...any) {}
-func (r *recorder) Errorf(format string, args ...any) {
-	r.errors = append(r.errors, fmt.Sprintf(format, args...))
-}
-func (r *recorder) Fatalf(format string, args ...any) {
-	r.Errorf(format, args...)
-	runtime.Goexit()
-}
-
-// record runs fn against a recorder in its own goroutine, so that Fatalf
-// can stop it as it stops a test.
-func record(fn func(tb testing.TB)) *recorder {
-	r := &recorder{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn(r)
-	}()
-	<-done
-	return r
-}
 
 // TestObjects runs the helpers for integration tests against the shared
 // lab: a namespace with a Deployment whose pods the simulated kubelet runs,
@@ -109,8 +79,8 @@ func TestObjects(t *testing.T) {
 	if n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err != nil || n.Labels["labtest.kdiag.io/patched"] != "yes" {
 		t.Errorf("node after PatchNode: %v, labels %v", err, n.Labels)
 	}
-	if r := record(func(tb testing.TB) { labtest.PatchNode(tb, ctx, cs, "no-such-node", `{}`) }); len(r.errors) != 1 {
-		t.Errorf("PatchNode of a missing node: %d failures, want 1", len(r.errors))
+	if r := ct.Record(func(tb testing.TB) { labtest.PatchNode(tb, ctx, cs, "no-such-node", `{}`) }); len(r.Errors) != 1 {
+		t.Errorf("PatchNode of a missing node: %d failures, want 1", len(r.Errors))
 	}
 
 	s := labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})
@@ -130,15 +100,15 @@ func TestObjects(t *testing.T) {
 		t.Errorf("the dry run changed the Deployment: %v", err)
 	}
 	missing := []findings.Finding{{ID: "scale", Remediation: []findings.Remediation{findings.Scale("Scale", "deployment", ns, "absent", 3)}}}
-	if r := record(func(tb testing.TB) { labtest.VerifyFixes(tb, ctx, dyn, missing) }); len(r.errors) != 1 {
-		t.Errorf("VerifyFixes of a fix for a missing Deployment: %d failures, want 1: %q", len(r.errors), r.errors)
+	if r := ct.Record(func(tb testing.TB) { labtest.VerifyFixes(tb, ctx, dyn, missing) }); len(r.Errors) != 1 {
+		t.Errorf("VerifyFixes of a fix for a missing Deployment: %d failures, want 1: %q", len(r.Errors), r.Errors)
 	}
 
 	// WaitFor fails the test, naming what it waited for, when cond errs.
-	r := record(func(tb testing.TB) {
+	r := ct.Record(func(tb testing.TB) {
 		labtest.WaitFor(tb, ctx, "the impossible", func(context.Context) (bool, error) { return false, fmt.Errorf("boom") })
 	})
-	if len(r.errors) != 1 || r.errors[0] != "the impossible: boom" {
-		t.Errorf("WaitFor with a failing condition: %q", r.errors)
+	if len(r.Errors) != 1 || r.Errors[0] != "the impossible: boom" || !r.Stopped {
+		t.Errorf("WaitFor with a failing condition: %q", r.Errors)
 	}
 }
