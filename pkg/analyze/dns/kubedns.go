@@ -3,7 +3,8 @@ package dns
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/kdiag/kdiag/pkg/findings"
 )
@@ -24,11 +25,7 @@ func (e *env) kubeDNSChecks() []findings.Finding {
 		if err := json.Unmarshal([]byte(raw), &stubs); err != nil {
 			bad = append(bad, fmt.Sprintf("key stubDomains is not a JSON object of domain -> [nameserver IPs]: %v", err))
 		}
-		domains := make([]string, 0, len(stubs))
-		for d := range stubs {
-			domains = append(domains, d)
-		}
-		sort.Strings(domains)
+		domains := slices.Sorted(maps.Keys(stubs))
 		for _, d := range domains {
 			src := source{configMap: "kube-dns", key: "stubDomains"}
 			cfg.blocks = append(cfg.blocks, &serverBlock{keys: []string{d}, src: src,

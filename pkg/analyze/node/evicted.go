@@ -2,7 +2,9 @@ package node
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -100,11 +102,7 @@ func evicted(s *cluster.Snapshot) []findings.Finding {
 		}
 		g.pods = append(g.pods, p)
 	}
-	keys := make([]string, 0, len(groups))
-	for k := range groups {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(groups))
 
 	var out []findings.Finding
 	for _, key := range keys {

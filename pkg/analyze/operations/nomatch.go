@@ -2,6 +2,8 @@ package operations
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -77,11 +79,7 @@ func (a *analysis) labelHints(p *policyv1.PodDisruptionBudget) []string {
 	for _, r := range p.Spec.Selector.MatchExpressions {
 		keys[r.Key] = true
 	}
-	sorted := make([]string, 0, len(keys))
-	for k := range keys {
-		sorted = append(sorted, k)
-	}
-	sort.Strings(sorted)
+	sorted := slices.Sorted(maps.Keys(keys))
 	pods := a.ix.PodsInNamespace(p.Namespace)
 	var out []string
 	for _, k := range sorted {

@@ -2,6 +2,8 @@ package workload
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -109,11 +111,7 @@ func replicaFailures(s *cluster.Snapshot) []findings.Finding {
 			evidence.EventCount(e), evidence.Ago(now, cluster.EventTime(e).Time)), e.Message)
 	}
 
-	keys := make([]string, 0, len(byKey))
-	for k := range byKey {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(byKey))
 	var out []findings.Finding
 	for _, k := range keys {
 		rf := byKey[k]
