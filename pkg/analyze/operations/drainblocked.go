@@ -113,14 +113,8 @@ func (a *analysis) drainBlockedOne(n *corev1.Node) (findings.Finding, bool) {
 		findings.Inspect("See which pods a drain of the node would fail to evict (server-side dry run: nothing is cordoned or evicted)",
 			fmt.Sprintf("kubectl drain %s --ignore-daemonsets --delete-emptydir-data --dry-run=server", n.Name)),
 	}
-	for i, p := range budgets {
-		if i == evidence.MaxListed {
-			break
-		}
-		rem = append(rem, findings.Inspect(
-			fmt.Sprintf("Show PodDisruptionBudget %s; its pdb-blocks-disruption or pod-multiple-pdbs finding carries the dry-run-verified fixes (scale the workload or relax the budget)", ref(p.Namespace, p.Name)),
-			fmt.Sprintf("kubectl get pdb %s -n %s -o yaml", p.Name, p.Namespace)))
-	}
+	rem = append(rem, showBudgets(budgets,
+		"; its pdb-blocks-disruption or pod-multiple-pdbs finding carries the dry-run-verified fixes (scale the workload or relax the budget)")...)
 	return findings.Finding{
 		ID: idDrainBlocked, Severity: findings.Critical, Area: findings.AreaOperations,
 		Object:   findings.ObjectRef{Kind: "Node", Name: n.Name},

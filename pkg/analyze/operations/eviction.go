@@ -361,14 +361,7 @@ func (a *analysis) evictionFailedOne(g *eventGroup) findings.Finding {
 	}
 
 	rem := []findings.Remediation{a.eventsCommand(g)}
-	for i, p := range pdbs {
-		if i == evidence.MaxListed {
-			break
-		}
-		rem = append(rem, findings.Inspect(
-			fmt.Sprintf("Show PodDisruptionBudget %s (its pdb-blocks-disruption finding carries the dry-run-verified fixes)", ref(p.Namespace, p.Name)),
-			fmt.Sprintf("kubectl get pdb %s -n %s -o yaml", p.Name, p.Namespace)))
-	}
+	rem = append(rem, showBudgets(pdbs, " (its pdb-blocks-disruption finding carries the dry-run-verified fixes)")...)
 	if g.kind == "Node" {
 		rem = append(rem, findings.Inspect("See what a drain of the node would fail to evict now (server-side dry run: nothing is cordoned or evicted)",
 			fmt.Sprintf("kubectl drain %s --ignore-daemonsets --delete-emptydir-data --dry-run=server", g.name)))

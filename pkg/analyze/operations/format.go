@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
+	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/pdb"
 )
 
@@ -72,4 +73,16 @@ func selectorFlag(p *policyv1.PodDisruptionBudget) string {
 		return ""
 	}
 	return " -l '" + s + "'"
+}
+
+// showBudgets returns a read-only command that shows each budget, for at
+// most evidence.MaxListed of them; note follows the budget's name in the
+// description and says where its fixes are.
+func showBudgets(pdbs []*policyv1.PodDisruptionBudget, note string) []findings.Remediation {
+	var out []findings.Remediation
+	for _, p := range pdbs[:min(len(pdbs), evidence.MaxListed)] {
+		out = append(out, findings.Inspect("Show PodDisruptionBudget "+ref(p.Namespace, p.Name)+note,
+			fmt.Sprintf("kubectl get pdb %s -n %s -o yaml", p.Name, p.Namespace)))
+	}
+	return out
 }
