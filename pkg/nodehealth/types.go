@@ -61,3 +61,20 @@ type Sink interface {
 	// Emit records a temporary problem.
 	Emit(e Event)
 }
+
+// Tee returns a Sink that hands everything to each of sinks in turn.
+func Tee(sinks ...Sink) Sink { return tee(sinks) }
+
+type tee []Sink
+
+func (t tee) SetCondition(source string, c Condition) {
+	for _, s := range t {
+		s.SetCondition(source, c)
+	}
+}
+
+func (t tee) Emit(e Event) {
+	for _, s := range t {
+		s.Emit(e)
+	}
+}

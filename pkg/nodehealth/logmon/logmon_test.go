@@ -322,5 +322,3 @@ func TestOOMEventCarriesPod(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
-
