@@ -1,0 +1,95 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kdiag/kdiag/pkg/agent"
+	"github.com/kdiag/kdiag/pkg/nodehealth/psi"
+)
+
+type agentFlags struct {
+	node, listen, procPressure string
+	configs, npdConfigs         []string
+	heartbeat, psiInterval      time.Duration
+	noPSI                       bool
+	psi                         psi.Threshold
+}
+
+func newAgentCommand(g *Globals) *cobra.Command {
+	f := &agentFlags{psi: psi.DefaultThreshold}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent: NPD-format problem detection, PSI, node conditions, events and metrics",
+		Long: `agent runs on a node (as a DaemonSet, or as a plain process with --node) and
+watches it:
+
+  log monitors   Node Problem Detector system-log-monitor configs, unchanged
+                 (kmsg, filelog, journald); built-in kernel, readonly and systemd
+                 monitors when no --config is given. Permanent conditions clear
+                 by a recovery pattern or an expiry (see docs/config/npd-monitors.md).
+  PSI            /proc/pressure: MemoryContentionPressure and IOContentionPressure
+                 with hysteresis; every value (and per-pod cgroup v2 pressure) as a metric.
+  exporter       node conditions as one merge patch of nodes/status per change plus
+                 a heartbeat; Events on the Node, and OOM kills on the victim's Pod.
+
+A restart resumes from the conditions on the Node. A config, log source or PSI
+that cannot be read is reported (log and /healthz) and the rest keeps running.
+See docs/commands/agent.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runAgent(cmd.Context(), g, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.node, "node", os.Getenv("NODE_NAME"), "name of the Node this agent watches (default $NODE_NAME)")
+	fl.StringArrayVar(&f.configs, "config", nil, "NPD system-log-monitor config file (repeatable; default: the built-in monitors)")
+	fl.StringSliceVar(&f.npdConfigs, "config.system-log-monitor", nil, "NPD's flag: comma-separated system-log-monitor config files (same as --config)")
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:20257", `address of /metrics and /healthz ("" to disable)`)
+	fl.DurationVar(&f.heartbeat, "heartbeat", 5*time.Minute, "re-patch the node conditions this often when nothing changes")
+	fl.BoolVar(&f.noPSI, "no-psi", false, "do not read pressure stall information")
+	fl.StringVar(&f.procPressure, "proc-pressure", "/proc/pressure", "directory of the node's PSI files")
+	fl.DurationVar(&f.psiInterval, "psi-interval", 10*time.Second, "how often to read PSI")
+	fl.Float64Var(&f.psi.SetAvg10, "psi-set-avg10", f.psi.SetAvg10, "set a pressure condition when some avg10 reaches this percentage")
+	fl.Float64Var(&f.psi.SetAvg60, "psi-set-avg60", f.psi.SetAvg60, "... or when some avg60 reaches this percentage")
+	fl.Float64Var(&f.psi.ClearAvg10, "psi-clear-avg10", f.psi.ClearAvg10, "clear it only when some avg10 is below this percentage")
+	fl.Float64Var(&f.psi.ClearAvg60, "psi-clear-avg60", f.psi.ClearAvg60, "... and some avg60 is below this percentage")
+	return cmd
+}
+
+func runAgent(ctx context.Context, g *Globals, f *agentFlags) error {
+	if f.node == "" {
+		return errors.New("agent: --node is required (in a DaemonSet, set NODE_NAME from spec.nodeName)")
+	}
+	if err := f.psi.Validate(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	cfg, err := g.ConfigFlags.ToRESTConfig()
+	if err != nil {
+		return fmt.Errorf("agent: API server configuration: %w", err)
+	}
+	a, err := agent.New(agent.Options{
+		Node: f.node, RESTConfig: cfg, ConfigFiles: append(append([]string{}, f.configs...), f.npdConfigs...),
+		Listen: f.listen, Heartbeat: f.heartbeat, DisablePSI: f.noPSI, Logger: g.Logger(),
+		PSI: psi.Options{ProcDir: f.procPressure, Interval: f.psiInterval, Memory: f.psi, IO: f.psi},
+	})
+	if err != nil {
+		return err
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if addr := a.Addr(); addr != "" {
+		fmt.Fprintf(g.Streams.ErrOut, "kdiag agent: node %s, /metrics and /healthz on http://%s\n", f.node, addr)
+	}
+	return a.Run(ctx)
+}
