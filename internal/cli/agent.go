@@ -17,10 +17,10 @@ import (
 
 type agentFlags struct {
 	node, listen, procPressure string
-	configs, npdConfigs         []string
-	heartbeat, psiInterval      time.Duration
-	noPSI                       bool
-	psi                         psi.Threshold
+	configs, npdConfigs        []string
+	heartbeat, psiInterval     time.Duration
+	noPSI                      bool
+	psi                        psi.Threshold
 }
 
 func newAgentCommand(g *Globals) *cobra.Command {

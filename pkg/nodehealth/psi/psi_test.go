@@ -80,7 +80,11 @@ func (s *sink) SetCondition(_ string, c nodehealth.Condition) {
 	defer s.mu.Unlock()
 	s.conds[c.Type] = c
 }
-func (s *sink) Emit(e nodehealth.Event) { s.mu.Lock(); defer s.mu.Unlock(); s.events = append(s.events, e.Reason) }
+func (s *sink) Emit(e nodehealth.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.events = append(s.events, e.Reason)
+}
 
 func writePSI(t *testing.T, dir, name string, avg10, avg60 float64) {
 	t.Helper()
