@@ -16,11 +16,11 @@ import (
 )
 
 type agentFlags struct {
-	node, listen, procPressure string
-	configs, npdConfigs        []string
-	heartbeat, psiInterval     time.Duration
-	noPSI                      bool
-	psi                        psi.Threshold
+	node, listen, procPressure       string
+	configs, npdConfigs, cgroupRoots []string
+	heartbeat, psiInterval           time.Duration
+	noPSI                            bool
+	psi                              psi.Threshold
 }
 
 func newAgentCommand(g *Globals) *cobra.Command {
@@ -56,6 +56,7 @@ See docs/commands/agent.md.`,
 	fl.DurationVar(&f.heartbeat, "heartbeat", 5*time.Minute, "re-patch the node conditions this often when nothing changes")
 	fl.BoolVar(&f.noPSI, "no-psi", false, "do not read pressure stall information")
 	fl.StringVar(&f.procPressure, "proc-pressure", "/proc/pressure", "directory of the node's PSI files")
+	fl.StringArrayVar(&f.cgroupRoots, "cgroup-root", []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}, "cgroup v2 mount points to search for pod cgroups, for per-pod pressure (repeatable)")
 	fl.DurationVar(&f.psiInterval, "psi-interval", 10*time.Second, "how often to read PSI")
 	fl.Float64Var(&f.psi.SetAvg10, "psi-set-avg10", f.psi.SetAvg10, "set a pressure condition when some avg10 reaches this percentage")
 	fl.Float64Var(&f.psi.SetAvg60, "psi-set-avg60", f.psi.SetAvg60, "... or when some avg60 reaches this percentage")
@@ -78,7 +79,7 @@ func runAgent(ctx context.Context, g *Globals, f *agentFlags) error {
 	a, err := agent.New(agent.Options{
 		Node: f.node, RESTConfig: cfg, ConfigFiles: append(append([]string{}, f.configs...), f.npdConfigs...),
 		Listen: f.listen, Heartbeat: f.heartbeat, DisablePSI: f.noPSI, Logger: g.Logger(),
-		PSI: psi.Options{ProcDir: f.procPressure, Interval: f.psiInterval, Memory: f.psi, IO: f.psi},
+		PSI: psi.Options{ProcDir: f.procPressure, CgroupRoots: f.cgroupRoots, Interval: f.psiInterval, Memory: f.psi, IO: f.psi},
 	})
 	if err != nil {
 		return err
