@@ -54,7 +54,7 @@ func testConfig(marker string) string {
 }
 
 // kmsg writes one kernel-log line at priority 3 (error), as a driver would.
-func kmsg(t *testing.T, line string) {
+func kmsg(t testing.TB, line string) {
 	t.Helper()
 	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
 	if err != nil {
@@ -67,7 +67,7 @@ func kmsg(t *testing.T, line string) {
 }
 
 // startAgent runs an agent until the test ends or stop is called.
-func startAgent(t *testing.T, cfg *rest.Config, opts Options) (a *Agent, stop func()) {
+func startAgent(t testing.TB, cfg *rest.Config, opts Options) (a *Agent, stop func()) {
 	t.Helper()
 	opts.Node, opts.RESTConfig, opts.Listen = node, cfg, "127.0.0.1:0"
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -110,7 +110,7 @@ func get(addr, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func waitUntil(t *testing.T, within time.Duration, what string, cond func() (bool, error)) time.Duration {
+func waitUntil(t testing.TB, within time.Duration, what string, cond func() (bool, error)) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var last error
@@ -153,7 +153,7 @@ func hasEvent(ctx context.Context, cs kubernetes.Interface, ns, kind, name, reas
 	return false, fmt.Errorf("%d %s events on %s %s, none containing %q", len(evs.Items), reason, kind, name, contains)
 }
 
-func writeConfig(t *testing.T, dir, name, body string) string {
+func writeConfig(t testing.TB, dir, name, body string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
