@@ -1,0 +1,155 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kdiag/kdiag/pkg/lab/labtest"
+)
+
+// manifests reads the objects of a multi-document YAML file under deploy/agent.
+func manifests(t *testing.T, name string) []*unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile("../../deploy/agent/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*unstructured.Unstructured
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
+	for {
+		doc, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(doc, &u.Object); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+var resources = map[string]schema.GroupVersionResource{
+	"ServiceAccount":     {Version: "v1", Resource: "serviceaccounts"},
+	"ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
+	"ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+	"DaemonSet":          {Group: "apps", Version: "v1", Resource: "daemonsets"},
+}
+
+func TestManifestsPassServerSideDryRun(t *testing.T) {
+	c := labtest.Cluster(t)
+	dyn := dynamic.NewForConfigOrDie(c.RESTConfig())
+	for _, f := range []string{"rbac.yaml", "daemonset.yaml"} {
+		for _, u := range manifests(t, f) {
+			gvr, ok := resources[u.GetKind()]
+			if !ok {
+				t.Fatalf("%s: unexpected kind %s", f, u.GetKind())
+			}
+			var ri dynamic.ResourceInterface = dyn.Resource(gvr)
+			if ns := u.GetNamespace(); ns != "" {
+				ri = dyn.Resource(gvr).Namespace(ns)
+			}
+			if _, err := ri.Create(context.Background(), u, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+				t.Errorf("%s %s/%s: server-side dry run: %v", f, u.GetKind(), u.GetName(), err)
+			}
+		}
+	}
+}
+
+// TestAgentWorksWithExactlyItsClusterRole runs the agent as a user bound to
+// nothing but deploy/agent/rbac.yaml's ClusterRole and checks that every
+// API write succeeds.
+func TestAgentWorksWithExactlyItsClusterRole(t *testing.T) {
+	c := labtest.Cluster(t)
+	ctx := context.Background()
+	admin := kubernetes.NewForConfigOrDie(c.RESTConfig())
+	var role rbacv1.ClusterRole
+	for _, u := range manifests(t, "rbac.yaml") {
+		if u.GetKind() == "ClusterRole" {
+			b, _ := u.MarshalJSON()
+			if err := yaml.Unmarshal(b, &role); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	marker := fmt.Sprintf("kq%06d", rand.IntN(1000000))
+	role.Name = "kdiag-agent-" + marker
+	user := "kdiag-agent-" + marker
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, &role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.RbacV1().ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{}) })
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: user}}}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
+	})
+	cfg, err := c.ClientCertConfig(user, nil, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := []string{writeConfig(t, t.TempDir(), "test.json", testConfig(marker))}
+	a, _ := startAgent(t, cfg, Options{ConfigFiles: files, DisablePSI: true})
+	kmsg(t, "EXT4-fs ("+marker+"): Remounting filesystem read-only")
+	waitUntil(t, 5*time.Second, "ReadonlyFilesystem True written with the agent's role", func() (bool, error) {
+		c, err := nodeCondition(ctx, admin, "ReadonlyFilesystem")
+		return c.Status == corev1.ConditionTrue && strings.Contains(c.Message, marker), err
+	})
+	waitUntil(t, 5*time.Second, "the node event written with the agent's role", func() (bool, error) {
+		return hasEvent(ctx, admin, "default", "Node", node, "FilesystemIsReadOnly", marker)
+	})
+	kmsg(t, "EXT4-fs ("+marker+"): re-mounted r/w")
+	waitUntil(t, 5*time.Second, "ReadonlyFilesystem cleared", func() (bool, error) {
+		c, err := nodeCondition(ctx, admin, "ReadonlyFilesystem")
+		return c.Status == corev1.ConditionFalse, err
+	})
+	if _, body := get(a.Addr(), "/metrics"); strings.Contains(body, `result="error"`) {
+		t.Errorf("API writes failed with the agent's role:\n%s", grep(body, `result="error"`))
+	}
+	for _, p := range a.Problems() {
+		if strings.Contains(p, "forbidden") {
+			t.Errorf("RBAC problem: %s", p)
+		}
+	}
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
