@@ -2,6 +2,7 @@ package logmon
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -163,6 +165,8 @@ func (j journaldSource) Run(ctx context.Context, out chan<- Line) error {
 	if err != nil {
 		return fmt.Errorf("journald: %w", err)
 	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("journald: start journalctl: %w", err)
 	}
@@ -193,5 +197,8 @@ func (j journaldSource) Run(ctx context.Context, out chan<- Line) error {
 	if err == nil {
 		err = errors.New("journalctl exited")
 	}
-	return fmt.Errorf("journald: %w", err)
+	if msg := strings.TrimSpace(stderr.String()); msg != "" {
+		err = fmt.Errorf("%w: %s", err, truncate(strings.ReplaceAll(msg, "\n", " ")))
+	}
+	return fmt.Errorf("journald: journalctl -D %s: %w", j.path, err)
 }

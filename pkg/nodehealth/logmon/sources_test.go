@@ -3,7 +3,9 @@ package logmon
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -68,4 +70,20 @@ func TestJournaldMissingJournal(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "journald: no journal at") {
 		t.Errorf("Run error = %v, want a clear missing-journal error", err)
 	}
+}
+
+func TestJournaldReportsJournalctlError(t *testing.T) {
+	if _, err := exec.LookPath("journalctl"); err != nil {
+		t.Skip("no journalctl on this host")
+	}
+	// An empty journal directory: journalctl exits with a message that
+	// must reach the error.
+	src := journaldSource{path: t.TempDir(), identifier: "systemd"}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := src.Run(ctx, make(chan Line, 1))
+	if err == nil || !regexp.MustCompile(`^journald: journalctl -D \S+: exit status \d+: \S`).MatchString(err.Error()) {
+		t.Errorf("Run error = %v, want journalctl's own message", err)
+	}
+	t.Logf("error: %v", err)
 }
