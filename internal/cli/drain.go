@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/drain"
@@ -93,6 +94,19 @@ Exit codes: 0 drained, 2 timed out on a blocker, 1 error.`,
 	return cmd
 }
 
+// drainClient loads the kubeconfig from kubectl's flags.
+func drainClient(g *Globals) (*rest.Config, kubernetes.Interface, error) {
+	cfg, err := g.ConfigFlags.ToRESTConfig()
+	if err != nil {
+		return nil, nil, fmt.Errorf("load kubeconfig: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: %w", err)
+	}
+	return cfg, cs, nil
+}
+
 func drainTargets(f *drainFlags, args []string) error {
 	if (len(args) == 0) == (f.selector == "") {
 		return fmt.Errorf("give node names or --selector, not both and not neither")
@@ -112,13 +126,9 @@ func runDrainCheck(cmd *cobra.Command, g *Globals, f *drainFlags, args []string)
 	if f.dryRun != "server" && f.dryRun != "none" {
 		return fmt.Errorf("--dry-run=%q: want server or none", f.dryRun)
 	}
-	cfg, err := g.ConfigFlags.ToRESTConfig()
+	cfg, cs, err := drainClient(g)
 	if err != nil {
-		return fmt.Errorf("load kubeconfig: %w", err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("client: %w", err)
+		return err
 	}
 	ctx := cmd.Context()
 	snap, err := cluster.ReadLive(ctx, cs, cluster.LiveOptions{Source: contextName(g)})
@@ -168,13 +178,9 @@ func runDrainRun(cmd *cobra.Command, g *Globals, f *drainFlags, args []string) e
 	if err := drainTargets(f, args); err != nil {
 		return err
 	}
-	cfg, err := g.ConfigFlags.ToRESTConfig()
+	_, cs, err := drainClient(g)
 	if err != nil {
-		return fmt.Errorf("load kubeconfig: %w", err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("client: %w", err)
+		return err
 	}
 	ctx := cmd.Context()
 	nodes := args

@@ -202,6 +202,7 @@ func TestIntegrationSeed(t *testing.T) {
 	var out struct {
 		Blockers []map[string]any `json:"blockers"`
 	}
+	t.Logf("drain check -o json:\n%s", js.String())
 	if err := json.Unmarshal(js.Bytes(), &out); err != nil || len(out.Blockers) != 1 {
 		t.Fatalf("json output: %v, %s", err, js.String())
 	}
