@@ -138,7 +138,7 @@ func TestCheck(t *testing.T) {
 					big.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}
 					s.Pods = append(s.Pods, big)
 				}},
-			wants: []want{{reason: ReasonDisruptionBudget, pod: "shop/web-5d8f7c-1", rolling: true, spentBy: 1}},
+			wants: []want{{reason: ReasonDisruptionBudget, pod: "shop/web-5d8f7c-1", rolling: true, spentBy: 1, fixes: []string{`'{"spec":{"minAvailable":0}}'`}}},
 		},
 		{
 			name: "Pending pod is evicted without a budget check",
@@ -211,6 +211,9 @@ func TestCheck(t *testing.T) {
 					cmds = append(cmds, r.Command)
 				}
 				all := strings.Join(cmds, "\n")
+				if w.rolling && strings.Contains(all, "kubectl scale") {
+					t.Errorf("blocker %d: scaling proposed for a rolling stall, where the evicted pods do not come back:\n%s", i, all)
+				}
 				for _, f := range w.fixes {
 					if !strings.Contains(all, f) {
 						t.Errorf("blocker %d: no fix containing %q in:\n%s", i, f, all)

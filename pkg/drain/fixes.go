@@ -40,6 +40,10 @@ func (sim *simulation) remediate(b *Blocker) []findings.Remediation {
 	budget := pdb.Compute(p, sim.cov.PodsOf(p), pdb.SnapshotControllers(sim.s), sim.s.TakenAt)
 	reasons := budget.Reasons()
 	k, stranded := sim.disruptionsNeeded(p)
+	if b.Rolling {
+		// The budget must absorb every eviction that spent it, plus this one.
+		k = max(k, int32(len(b.SpentBy))+1)
+	}
 	var rem []findings.Remediation
 	if !b.Rolling && k <= 1 {
 		if r, ok := pdb.ScaleRemediation(p, budget, reasons); ok {
@@ -49,7 +53,9 @@ func (sim *simulation) remediate(b *Blocker) []findings.Remediation {
 			rem = append(rem, r)
 		}
 	} else {
-		if len(stranded) == 0 && len(budget.Controllers) == 1 {
+		// Scaling helps only when the evicted pods come back elsewhere; in a
+		// rolling stall they did not, and more replicas would be stranded too.
+		if !b.Rolling && len(stranded) == 0 && len(budget.Controllers) == 1 {
 			c := budget.Controllers[0]
 			if n, ok := pdb.ReplicasForOneDisruption(p, budget, c); ok {
 				if r, ok := pdb.ScaleTo(p, c, max(n, c.Replicas+1)); ok {

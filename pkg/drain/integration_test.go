@@ -220,6 +220,11 @@ func TestIntegrationSeed(t *testing.T) {
 	if !drain.IsStalled(err) || !strings.Contains(err.Error(), "PodDisruptionBudget "+ns+"/nginx") || !strings.Contains(err.Error(), pods[0].Name) {
 		t.Fatalf("drain run error = %v, want a timeout naming pod %s and PodDisruptionBudget %s/nginx", err, pods[0].Name, ns)
 	}
+	// client-go's own retries of a 429 with Retry-After are off: every
+	// refusal comes back at once and is retried every RetryInterval.
+	if n := strings.Count(runOut.String(), "will retry after 1s"); n < 3 {
+		t.Errorf("%d refused evictions reported in 8s with a 1s retry interval, want at least 3 (client-go retrying 429s by itself?)", n)
+	}
 	uncordon(t, cs, np1)
 
 	// The fix: scale to 2 (for real), then check passes and run drains.
