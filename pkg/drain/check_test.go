@@ -71,6 +71,7 @@ func TestCheck(t *testing.T) {
 		rolling bool
 		spentBy int
 		fixes   []string // substrings of remediation commands, in any order
+		noScale bool
 	}
 	tests := []struct {
 		name  string
@@ -83,6 +84,12 @@ func TestCheck(t *testing.T) {
 			w:    world{on: []string{"n1"}, repl: 1, st: [4]int32{1, 1, 1, 0}},
 			wants: []want{{reason: ReasonDisruptionBudget, pod: "shop/web-5d8f7c-0",
 				fixes: []string{"kubectl scale deployment/web -n shop --replicas=2", `kubectl patch pdb web -n shop --type=merge -p '{"spec":{"maxUnavailable":1,"minAvailable":null}}'`}}},
+		},
+		{
+			name: "seed pinned to the drained nodes: relax, not scale (new replicas would be stranded)",
+			w:    world{on: []string{"n1"}, repl: 1, st: [4]int32{1, 1, 1, 0}, pods: pinToA},
+			wants: []want{{reason: ReasonDisruptionBudget, pod: "shop/web-5d8f7c-0", noScale: true,
+				fixes: []string{`'{"spec":{"maxUnavailable":1,"minAvailable":null}}'`, "kubectl get nodes"}}},
 		},
 		{
 			name: "two replicas with a spare node: replacements keep the budget",
@@ -211,7 +218,7 @@ func TestCheck(t *testing.T) {
 					cmds = append(cmds, r.Command)
 				}
 				all := strings.Join(cmds, "\n")
-				if w.rolling && strings.Contains(all, "kubectl scale") {
+				if (w.rolling || w.noScale) && strings.Contains(all, "kubectl scale") {
 					t.Errorf("blocker %d: scaling proposed for a rolling stall, where the evicted pods do not come back:\n%s", i, all)
 				}
 				for _, f := range w.fixes {

@@ -46,7 +46,9 @@ func (sim *simulation) remediate(b *Blocker) []findings.Remediation {
 	}
 	var rem []findings.Remediation
 	if !b.Rolling && k <= 1 {
-		if r, ok := pdb.ScaleRemediation(p, budget, reasons); ok {
+		// More replicas help only if the evicted pod can start elsewhere:
+		// pinned to the drained nodes, the new ones would be stranded too.
+		if r, ok := pdb.ScaleRemediation(p, budget, reasons); ok && len(stranded) == 0 {
 			rem = append(rem, r)
 		}
 		if r, ok := pdb.RelaxRemediation(p, budget); ok {
