@@ -147,9 +147,12 @@ type simulation struct {
 	nodes    []string
 	draining map[string]bool
 	budgets  map[*policyv1.PodDisruptionBudget]*budgetState
-	// placed holds the requests of replacement pods assumed to start on
-	// each node.
-	placed map[string]corev1.ResourceList
+	// candidates are the nodes replacements may start on (not drained),
+	// sorted by name.
+	candidates []*corev1.Node
+	// used holds, per candidate node, the CPU and memory requests of its
+	// pods and of the replacements placed there so far; filled lazily.
+	used map[string]corev1.ResourceList
 }
 
 // Check predicts the drain of nodes (in that order) from a snapshot. The
@@ -180,7 +183,7 @@ func Check(s *cluster.Snapshot, nodes []string, opts Options) *Report {
 		cov:      pdb.NewCoverage(pdbs, ix.PodsInNamespace),
 		draining: map[string]bool{},
 		budgets:  map[*policyv1.PodDisruptionBudget]*budgetState{},
-		placed:   map[string]corev1.ResourceList{},
+		used:     map[string]corev1.ResourceList{},
 	}
 	for _, p := range pdbs {
 		sim.budgets[p] = &budgetState{p: p, current: p.Status.CurrentHealthy}
@@ -188,6 +191,12 @@ func Check(s *cluster.Snapshot, nodes []string, opts Options) *Report {
 	for _, n := range nodes {
 		sim.draining[n] = true
 	}
+	for i := range s.Nodes {
+		if n := &s.Nodes[i]; !sim.draining[n.Name] {
+			sim.candidates = append(sim.candidates, n)
+		}
+	}
+	sort.Slice(sim.candidates, func(i, j int) bool { return sim.candidates[i].Name < sim.candidates[j].Name })
 	rep := &Report{Nodes: nodes, Blockers: []Blocker{}}
 	for _, g := range s.Gaps {
 		rep.Gaps = append(rep.Gaps, fmt.Sprintf("%v", g))
@@ -302,25 +311,16 @@ func (sim *simulation) replacement(p *corev1.Pod) (string, bool) {
 	case "DaemonSet", "Node":
 		return "", false
 	}
-	nodes := make([]*corev1.Node, 0, len(sim.s.Nodes))
-	for i := range sim.s.Nodes {
-		nodes = append(nodes, &sim.s.Nodes[i])
-	}
-	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
 	req := resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{})
-	for _, n := range nodes {
-		if sim.draining[n.Name] || !Schedulable(n, p) || !sim.fits(n, req) {
+	for _, n := range sim.candidates {
+		if !Schedulable(n, p) || !sim.fits(n, req) {
 			continue
 		}
-		pl := sim.placed[n.Name]
-		if pl == nil {
-			pl = corev1.ResourceList{}
-			sim.placed[n.Name] = pl
-		}
-		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-			q := pl[r]
+		used := sim.usedOn(n.Name)
+		for _, r := range fitResources() {
+			q := used[r]
 			q.Add(req[r])
-			pl[r] = q
+			used[r] = q
 		}
 		return n.Name, true
 	}
@@ -354,10 +354,36 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
+// fitResources are the requests fits checks.
+func fitResources() [2]corev1.ResourceName {
+	return [2]corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory}
+}
+
+// usedOn returns the requests on a node, computing them on first use.
+func (sim *simulation) usedOn(node string) corev1.ResourceList {
+	if u, ok := sim.used[node]; ok {
+		return u
+	}
+	u := corev1.ResourceList{}
+	for _, p := range sim.ix.PodsOnNode(node) {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		req := resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{})
+		for _, r := range fitResources() {
+			q := u[r]
+			q.Add(req[r])
+			u[r] = q
+		}
+	}
+	sim.used[node] = u
+	return u
+}
+
 // fits checks CPU and memory requests against the node's allocatable minus
 // the requests of the pods running there and of replacements placed so far.
 func (sim *simulation) fits(n *corev1.Node, req corev1.ResourceList) bool {
-	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+	for _, r := range fitResources() {
 		want, ok := req[r]
 		if !ok || want.IsZero() {
 			continue
@@ -366,16 +392,9 @@ func (sim *simulation) fits(n *corev1.Node, req corev1.ResourceList) bool {
 		if !ok {
 			continue
 		}
-		used := sim.placed[n.Name][r]
-		for _, p := range sim.ix.PodsOnNode(n.Name) {
-			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-				continue
-			}
-			q := resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{})[r]
-			used.Add(q)
-		}
-		used.Add(want)
-		if used.Cmp(alloc) > 0 {
+		total := sim.usedOn(n.Name)[r]
+		total.Add(want)
+		if total.Cmp(alloc) > 0 {
 			return false
 		}
 	}

@@ -104,9 +104,8 @@ func (sim *simulation) disruptionsNeeded(p *policyv1.PodDisruptionBudget) (int32
 }
 
 func (sim *simulation) canReschedule(pod *corev1.Pod) bool {
-	for i := range sim.s.Nodes {
-		n := &sim.s.Nodes[i]
-		if !sim.draining[n.Name] && Schedulable(n, pod) {
+	for _, n := range sim.candidates {
+		if Schedulable(n, pod) {
 			return true
 		}
 	}
