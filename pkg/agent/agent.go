@@ -192,10 +192,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		up.Set(1)
 		src = countingSource{src, a.metrics.LogLines.WithLabelValues(c.Source).Inc}
 		g.Go(func() error {
-			if err := m.Run(ctx, src, a.log); err != nil {
+			m.Run(ctx, src, func(err error) {
 				up.Set(0)
 				a.problem(err)
-			}
+			})
 			return nil
 		})
 	}

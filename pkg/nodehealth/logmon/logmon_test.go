@@ -1,6 +1,8 @@
 package logmon
 
 import (
+	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -322,3 +324,47 @@ func TestOOMEventCarriesPod(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+type failingSource struct{}
+
+func (failingSource) Run(context.Context, chan<- Line) error { return errors.New("boom") }
+
+func TestRunReportsSourceErrorAndKeepsExpiring(t *testing.T) {
+	cfg, err := Parse([]byte(ruleConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	resume := map[string]nodehealth.Condition{"Hung": {Type: "Hung", Status: true, Reason: "IsHung", Transition: time.Now().Add(-time.Hour)}}
+	m := NewMonitor(cfg, rec, resume, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 10)
+	done := make(chan struct{})
+	go func() { m.Run(ctx, failingSource{}, func(err error) { errs <- err }); close(done) }()
+	select {
+	case err := <-errs:
+		if !strings.Contains(err.Error(), "monitor test-monitor: boom") {
+			t.Errorf("source error = %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the source error was not reported")
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		rec.mu.Lock()
+		c := rec.conds["Hung"]
+		rec.mu.Unlock()
+		if !c.Status {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("after the source failed, an expired condition did not clear")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if len(errs) != 0 {
+		t.Errorf("the error was reported more than once")
+	}
+}

@@ -2,8 +2,8 @@ package logmon
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
@@ -93,8 +93,9 @@ func (m *Monitor) Publish() {
 }
 
 // Run publishes the conditions, then reads the source and applies the
-// rules until ctx ends. It returns the source's error, if any.
-func (m *Monitor) Run(ctx context.Context, src Source, log *slog.Logger) error {
+// rules until ctx ends. When the source fails, onErr gets the error once
+// and the monitor keeps running so that its conditions still expire.
+func (m *Monitor) Run(ctx context.Context, src Source, onErr func(error)) {
 	m.Publish()
 	lines := make(chan Line, 256)
 	errc := make(chan error, 1)
@@ -110,14 +111,15 @@ func (m *Monitor) Run(ctx context.Context, src Source, log *slog.Logger) error {
 		case <-tick.C:
 			m.Expire()
 		case err := <-errc:
-			if err != nil {
-				return fmt.Errorf("monitor %s: %w", m.cfg.Source, err)
-			}
-			log.Info("log source ended", "monitor", m.cfg.Source)
-			// Keep expiring conditions even without input.
 			errc = nil
+			if err == nil && ctx.Err() == nil {
+				err = errors.New("log source ended")
+			}
+			if err != nil && ctx.Err() == nil {
+				onErr(fmt.Errorf("monitor %s: %w", m.cfg.Source, err))
+			}
 		case <-ctx.Done():
-			return nil
+			return
 		}
 	}
 }
