@@ -48,6 +48,7 @@ by a server-side dry run before you apply it.
   doctor   read the cluster once and report findings by area
   dump     write what doctor reads to a folder, for offline analysis
   checks   list every check ID
+  drain    predict whether a drain will stall on a PDB, with checked fixes; drain safely
   trace    eBPF tracing of TCP, DNS and OOM kills, labelled with pod names
   lab      run a real local control plane with the seed scenarios`,
 		SilenceUsage:  true,
@@ -71,6 +72,7 @@ by a server-side dry run before you apply it.
 		newDumpCommand,
 		newLabCommand,
 		newTraceCommand,
+		newDrainCommand,
 	} {
 		root.AddCommand(add(g))
 	}
