@@ -90,6 +90,7 @@ type Rule struct {
 	recoveryRE *regexp.Regexp
 	after      time.Duration
 	window     time.Duration
+	interval   time.Duration
 }
 
 // Recovery says when a permanent condition that this rule set clears.
@@ -98,6 +99,12 @@ type Recovery struct {
 	Pattern string `json:"pattern,omitempty"`
 	// After clears the condition this long after the last match (a Go duration).
 	After string `json:"after,omitempty"`
+	// Command is a health check: while the condition is True it runs every
+	// Interval (default 1m, time limit the same up to 30s), and exit status
+	// 0 clears the condition.
+	Command []string `json:"command,omitempty"`
+	// Interval between health checks (a Go duration).
+	Interval string `json:"interval,omitempty"`
 	// Reason and Message describe the cleared condition; they default to the
 	// condition's default reason and message.
 	Reason  string `json:"reason,omitempty"`
@@ -218,8 +225,22 @@ func (r *Rule) compile(conds map[string]bool) error {
 		return fmt.Errorf("type %q (want temporary or permanent)", r.Type)
 	}
 	if rc := r.Recovery; rc != nil {
-		if rc.Pattern == "" && rc.After == "" {
-			return errors.New("recovery needs a pattern or after")
+		if rc.Pattern == "" && rc.After == "" && len(rc.Command) == 0 {
+			return errors.New("recovery needs a pattern, after or command")
+		}
+		if rc.Interval != "" && len(rc.Command) == 0 {
+			return errors.New("recovery interval needs a command")
+		}
+		if len(rc.Command) > 0 {
+			if rc.Command[0] == "" {
+				return errors.New("recovery command: empty program name")
+			}
+			r.interval = time.Minute
+			if rc.Interval != "" {
+				if r.interval, err = time.ParseDuration(rc.Interval); err != nil || r.interval <= 0 {
+					return fmt.Errorf("recovery interval %q is not a positive duration", rc.Interval)
+				}
+			}
 		}
 		if rc.Pattern != "" {
 			if r.recoveryRE, err = regexp.Compile(rc.Pattern); err != nil {

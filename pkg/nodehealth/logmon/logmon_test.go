@@ -107,7 +107,7 @@ func TestParseRejectsMalformed(t *testing.T) {
 		{"undeclared condition", `{"plugin":"kmsg","source":"s","rules":[{"type":"permanent","condition":"C","reason":"R","pattern":"x"}]}`, `condition "C" is not declared`},
 		{"bad lookback", `{"plugin":"kmsg","source":"s","lookback":"yesterday"}`, "lookback"},
 		{"bad after", `{"plugin":"kmsg","source":"s","conditions":[{"type":"C","reason":"OK"}],"rules":[{"type":"permanent","condition":"C","reason":"R","pattern":"x","recovery":{"after":"-1s"}}]}`, "positive duration"},
-		{"empty recovery", `{"plugin":"kmsg","source":"s","conditions":[{"type":"C","reason":"OK"}],"rules":[{"type":"permanent","condition":"C","reason":"R","pattern":"x","recovery":{}}]}`, "needs a pattern or after"},
+		{"empty recovery", `{"plugin":"kmsg","source":"s","conditions":[{"type":"C","reason":"OK"}],"rules":[{"type":"permanent","condition":"C","reason":"R","pattern":"x","recovery":{}}]}`, "needs a pattern, after or command"},
 		{"filelog without regexps", `{"plugin":"filelog","source":"s","logPath":"/x"}`, "timestampFormat"},
 		{"recovery on temporary", `{"plugin":"kmsg","source":"s","rules":[{"type":"temporary","reason":"R","pattern":"x","recovery":{"after":"1s"}}]}`, "permanent rules only"},
 	}
@@ -366,5 +366,65 @@ func TestRunReportsSourceErrorAndKeepsExpiring(t *testing.T) {
 	<-done
 	if len(errs) != 0 {
 		t.Errorf("the error was reported more than once")
+	}
+}
+
+func TestRecoveryCommand(t *testing.T) {
+	tests := []struct {
+		name      string
+		command   string
+		wantClear bool
+	}{
+		{"passing check clears", `["true"]`, true},
+		{"failing check keeps", `["false"]`, false},
+		{"missing program keeps", `["/nonexistent/kdiag-check"]`, false},
+		{"arguments are passed", `["sh", "-c", "test \"$0\" = ok", "ok"]`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(`{"plugin":"kmsg","source":"s","conditions":[{"type":"Ro","reason":"NotRo","message":"fine"}],
+			  "rules":[{"type":"permanent","condition":"Ro","reason":"IsRo","pattern":"went read-only",
+			    "recovery":{"command":` + tt.command + `,"interval":"1m","reason":"CheckPassed"}}]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			rec := newRecorder()
+			m := NewMonitor(cfg, rec, nil, clk.now)
+			m.Process(Line{Time: clk.t, Text: "sda went read-only"})
+			m.Expire()
+			m.checks.Wait()
+			c := rec.conds["Ro"]
+			if tt.wantClear != !c.Status || (tt.wantClear && c.Reason != "CheckPassed") {
+				t.Errorf("after the check: %+v, want cleared=%v", c, tt.wantClear)
+			}
+			if tt.wantClear {
+				return
+			}
+			// Not due again before the interval.
+			clk.t = clk.t.Add(30 * time.Second)
+			m.Expire()
+			m.mu.Lock()
+			checking := m.conds["Ro"].checking
+			m.mu.Unlock()
+			if checking {
+				t.Error("the check ran again before its interval")
+			}
+			m.checks.Wait()
+		})
+	}
+}
+
+func TestRecoveryCommandValidation(t *testing.T) {
+	for _, tt := range []struct{ recovery, want string }{
+		{`{"command":[""]}`, "empty program name"},
+		{`{"command":["true"],"interval":"often"}`, "not a positive duration"},
+		{`{"after":"1m","interval":"1m"}`, "interval needs a command"},
+	} {
+		_, err := Parse([]byte(`{"plugin":"kmsg","source":"s","conditions":[{"type":"C","reason":"OK"}],
+		  "rules":[{"type":"permanent","condition":"C","reason":"R","pattern":"x","recovery":` + tt.recovery + `}]}`))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("recovery %s: error %v, want %q", tt.recovery, err, tt.want)
+		}
 	}
 }

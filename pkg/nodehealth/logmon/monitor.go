@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -26,11 +27,17 @@ import (
 //     False, if the condition is True for this rule's reason.
 //   - recovery.after: the condition goes back to False that long after the
 //     rule's last match.
+//   - recovery.command: a health check run every recovery.interval while
+//     the condition is True; exit status 0 sets it back to False.
 //   - frequency: the rule fires only once count matches fall within window.
 type Monitor struct {
 	cfg  *Config
 	sink nodehealth.Sink
 	now  func() time.Time
+
+	// checks tracks running recovery commands; runCtx bounds them.
+	checks sync.WaitGroup
+	runCtx context.Context
 
 	mu    sync.Mutex
 	buf   []string
@@ -45,6 +52,8 @@ type condState struct {
 	cur       nodehealth.Condition
 	rule      *Rule     // the permanent rule that set it True
 	lastMatch time.Time // when rule last matched
+	lastCheck time.Time // when rule's recovery command last started
+	checking  bool      // a recovery command is running
 }
 
 // NewMonitor builds a monitor. resume holds the conditions currently on the
@@ -54,7 +63,8 @@ func NewMonitor(cfg *Config, sink nodehealth.Sink, resume map[string]nodehealth.
 	if now == nil {
 		now = time.Now
 	}
-	m := &Monitor{cfg: cfg, sink: sink, now: now, conds: map[string]*condState{}, hits: map[*Rule][]time.Time{}}
+	m := &Monitor{cfg: cfg, sink: sink, now: now, conds: map[string]*condState{}, hits: map[*Rule][]time.Time{},
+		runCtx: context.Background()}
 	for _, d := range cfg.Conditions {
 		st := &condState{def: d, cur: nodehealth.Condition{Type: d.Type, Reason: d.Reason, Message: d.Message, Transition: now()}}
 		if c, ok := resume[d.Type]; ok {
@@ -101,6 +111,10 @@ func (m *Monitor) Run(ctx context.Context, src Source, onErr func(error)) {
 	errc := make(chan error, 1)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	m.mu.Lock()
+	m.runCtx = sctx
+	m.mu.Unlock()
+	defer m.checks.Wait()
 	go func() { errc <- src.Run(sctx, lines) }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -232,20 +246,46 @@ func (m *Monitor) recover(r *Rule, at time.Time, reason, msg string) {
 	m.sink.SetCondition(m.cfg.Source, st.cur)
 }
 
-// Expire clears conditions whose rule's recovery.after has passed.
+// Expire clears conditions whose rule's recovery.after has passed, and
+// starts the recovery command of conditions that have one when due.
 func (m *Monitor) Expire() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
 	for _, d := range m.cfg.Conditions {
 		st := m.conds[d.Type]
-		if !st.cur.Status || st.rule == nil || st.rule.after == 0 {
+		if !st.cur.Status || st.rule == nil {
 			continue
 		}
-		if deadline := st.lastMatch.Add(st.rule.after); !now.Before(deadline) {
-			rc := st.rule.Recovery
-			m.recover(st.rule, now, rc.Reason, rc.Message)
+		if r := st.rule; r.after > 0 && !now.Before(st.lastMatch.Add(r.after)) {
+			m.recover(r, now, r.Recovery.Reason, r.Recovery.Message)
+			continue
 		}
+		if r := st.rule; r.interval > 0 && !st.checking && !now.Before(st.lastCheck.Add(r.interval)) {
+			st.checking, st.lastCheck = true, now
+			m.checks.Add(1)
+			go m.check(r, d.Type)
+		}
+	}
+}
+
+// check runs r's recovery command and clears cond when it succeeds and
+// the condition is still True for r.
+func (m *Monitor) check(r *Rule, cond string) {
+	defer m.checks.Done()
+	m.mu.Lock()
+	ctx := m.runCtx
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, min(r.interval, 30*time.Second))
+	defer cancel()
+	rc := r.Recovery
+	err := exec.CommandContext(ctx, rc.Command[0], rc.Command[1:]...).Run()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.conds[cond]
+	st.checking = false
+	if err == nil && st.cur.Status && st.rule == r {
+		m.recover(r, m.now(), rc.Reason, rc.Message)
 	}
 }
 
