@@ -86,9 +86,9 @@ type Enricher struct {
 	// otherwise, and IPs move between pods only slowly.
 	peers     map[netip.Addr]*Peer
 	peersFrom time.Time
-	netnsRefs   map[uint32]netnsEntry
-	netnsScan   time.Time
-	pidRefs     map[uint32]pidEntry
+	netnsRefs map[uint32]netnsEntry
+	netnsScan time.Time
+	pidRefs   map[uint32]pidEntry
 }
 
 type netnsEntry struct {

@@ -27,7 +27,9 @@ func TestIsService(t *testing.T) {
 }
 
 func TestIsDeployment(t *testing.T) {
-	sel := func(v string) *metav1.LabelSelector { return &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": v}} }
+	sel := func(v string) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": v}}
+	}
 	cases := []struct {
 		name string
 		meta metav1.ObjectMeta

@@ -111,8 +111,8 @@ func TestPredicates(t *testing.T) {
 	noConds := ct.RunningPod("shop", "web-3", "node-1", nil)
 	noConds.Status.Conditions = nil
 	cases := []struct {
-		name                string
-		p                   *corev1.Pod
+		name                      string
+		p                         *corev1.Pod
 		ready, terminal, hasReady bool
 	}{
 		{"running and ready", &running, true, false, true},
