@@ -38,7 +38,8 @@ func testConfig(marker string) string {
   "source": "test-kernel-monitor-%[1]s", "metricsReporting": true,
   "conditions": [
     {"type": "ReadonlyFilesystem", "reason": "FilesystemIsNotReadOnly", "message": "Filesystem is not read-only"},
-    {"type": "KernelDeadlock", "reason": "KernelHasNoDeadlock", "message": "kernel has no deadlock"}
+    {"type": "KernelDeadlock", "reason": "KernelHasNoDeadlock", "message": "kernel has no deadlock"},
+    {"type": "XfsShutdown", "reason": "XfsHasNotShutDown", "message": "XFS has not shut down"}
   ],
   "rules": [
     {"type": "temporary", "reason": "OOMKilling",
@@ -48,10 +49,17 @@ func testConfig(marker string) string {
      "recovery": {"pattern": "EXT4-fs \\(%[1]s\\): re-mounted.* r/w", "reason": "FilesystemRemountedReadWrite"}},
     {"type": "permanent", "condition": "KernelDeadlock", "reason": "ContainerdHung",
      "pattern": "task %[1]s:\\d+ blocked for more than \\d+ seconds\\.",
-     "recovery": {"after": "2s", "reason": "NoHungTaskSince2s"}}
+     "recovery": {"after": "2s", "reason": "NoHungTaskSince2s"}},
+    {"type": "permanent", "condition": "XfsShutdown", "reason": "XfsHasShutdown",
+     "pattern": "XFS \\(%[1]s\\): .* Shutting down filesystem.?",
+     "recovery": {"command": ["test", "-e", "%[2]s"], "interval": "1s", "reason": "HealthCheckPassed"}}
   ]
-}`, marker)
+}`, marker, healthFile(marker))
 }
+
+// healthFile is the file whose existence the test config's XfsShutdown
+// health check tests.
+func healthFile(marker string) string { return filepath.Join(os.TempDir(), "kdiag-agent-test-"+marker+"-ok") }
 
 // kmsg writes one kernel-log line at priority 3 (error), as a driver would.
 func kmsg(t testing.TB, line string) {
@@ -243,6 +251,27 @@ func TestKernelLinesBecomeEventsAndConditionsThatClear(t *testing.T) {
 		waitUntil(t, 2*time.Second, "ReadonlyFilesystem back to False", func() (bool, error) {
 			c, err := nodeCondition(ctx, cs, "ReadonlyFilesystem")
 			return c.Status == corev1.ConditionFalse && c.Reason == "FilesystemRemountedReadWrite", err
+		})
+	})
+
+	t.Run("XFS shutdown sets XfsShutdown; a passing health check clears it", func(t *testing.T) {
+		kmsg(t, "XFS ("+marker+"): Corruption of in-memory data detected.  Shutting down filesystem")
+		waitUntil(t, 2*time.Second, "XfsShutdown True", func() (bool, error) {
+			c, err := nodeCondition(ctx, cs, "XfsShutdown")
+			return c.Status == corev1.ConditionTrue && c.Reason == "XfsHasShutdown", err
+		})
+		time.Sleep(1500 * time.Millisecond) // at least one failing check
+		if c, err := nodeCondition(ctx, cs, "XfsShutdown"); err != nil || c.Status != corev1.ConditionTrue {
+			t.Fatalf("a failing health check cleared the condition: %+v, %v", c, err)
+		}
+		f := healthFile(marker)
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Remove(f) })
+		waitUntil(t, 4*time.Second, "XfsShutdown cleared by the health check", func() (bool, error) {
+			c, err := nodeCondition(ctx, cs, "XfsShutdown")
+			return c.Status == corev1.ConditionFalse && c.Reason == "HealthCheckPassed", err
 		})
 	})
 
