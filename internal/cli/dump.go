@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kdiag/kdiag/pkg/cluster"
 )
@@ -27,9 +26,9 @@ read. Secrets are never read.`,
 			if err != nil {
 				return fmt.Errorf("load kubeconfig: %w", err)
 			}
-			cs, err := kubernetes.NewForConfig(cfg)
+			cs, err := cluster.NewReadClient(cfg)
 			if err != nil {
-				return fmt.Errorf("build Kubernetes client: %w", err)
+				return err
 			}
 			ns := ""
 			if fl := cmd.Flags().Lookup("namespace"); fl != nil && fl.Changed && !allNamespaces {

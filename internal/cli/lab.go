@@ -51,7 +51,7 @@ func newLabCommand(g *Globals) *cobra.Command {
 (Kubernetes ` + binaries.KubernetesVersion + `) on loopback, plus a simulated kubelet for N nodes,
 so that kdiag can be tried without a cluster. See docs/commands/lab.md.`,
 	}
-	cmd.AddCommand(newLabUpCommand(g), newLabDownCommand(g), newLabStatusCommand(g), newLabBuildCommand(g), newLabKubeletCommand(g))
+	cmd.AddCommand(newLabUpCommand(g), newLabDownCommand(g), newLabStatusCommand(g), newLabBuildCommand(g), newLabLoadCommand(g), newLabKubeletCommand(g))
 	return cmd
 }
 

@@ -6,17 +6,16 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	appsv1 "k8s.io/api/apps/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -137,7 +136,18 @@ type listJob struct {
 	// keep filters objects after decoding; nil keeps everything.
 	keep func(runtime.Object) bool
 	page pager.ListPageFunc
-	add  func(runtime.Object)
+	add  func([]runtime.Object)
+}
+
+// into returns a function that appends a batch of listed objects to dst,
+// growing it once for the whole batch rather than doubling it along the way.
+func into[T any](dst *[]T) func([]runtime.Object) {
+	return func(batch []runtime.Object) {
+		*dst = slices.Grow(*dst, len(batch))
+		for _, o := range batch {
+			*dst = append(*dst, *any(o).(*T))
+		}
+	}
 }
 
 type liveReader struct {
@@ -153,19 +163,19 @@ func (r *liveReader) jobs() []listJob {
 	s := r.snap
 	var jobs []listJob
 	// add appends under the lock; every job's callback goes through it.
-	add := func(res Resource, namespace, selector string, page pager.ListPageFunc, keep func(runtime.Object) bool, appendFn func(runtime.Object)) {
+	add := func(res Resource, namespace, selector string, page pager.ListPageFunc, keep func(runtime.Object) bool, appendFn func([]runtime.Object)) {
 		jobs = append(jobs, listJob{res: res, namespace: namespace, selector: selector, page: page, keep: keep,
-			add: func(o runtime.Object) { r.mu.Lock(); appendFn(o); r.mu.Unlock() }})
+			add: func(os []runtime.Object) { r.mu.Lock(); appendFn(os); r.mu.Unlock() }})
 	}
 	add(ResNodes, "", "", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 		return cs.CoreV1().Nodes().List(ctx, o)
-	}, nil, func(o runtime.Object) { s.Nodes = append(s.Nodes, *o.(*corev1.Node)) })
+	}, nil, into(&s.Nodes))
 	add(ResLeases, corev1.NamespaceNodeLease, "", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 		return cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).List(ctx, o)
-	}, nil, func(o runtime.Object) { s.Leases = append(s.Leases, *o.(*coordinationv1.Lease)) })
+	}, nil, into(&s.Leases))
 	add(ResConfigMaps, metav1.NamespaceSystem, "", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 		return cs.CoreV1().ConfigMaps(metav1.NamespaceSystem).List(ctx, o)
-	}, keepConfigMap, func(o runtime.Object) { s.ConfigMaps = append(s.ConfigMaps, *o.(*corev1.ConfigMap)) })
+	}, keepConfigMap, into(&s.ConfigMaps))
 
 	// Namespaced resources: in the chosen namespace (or all), plus the
 	// cluster DNS objects when the namespace is another one.
@@ -177,42 +187,56 @@ func (r *liveReader) jobs() []listJob {
 		nsx, sel := sc.ns, sc.selector
 		add(ResPods, nsx, sel, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return cs.CoreV1().Pods(nsx).List(ctx, o)
-		}, nil, func(o runtime.Object) { s.Pods = append(s.Pods, *o.(*corev1.Pod)) })
+		}, nil, into(&s.Pods))
 		add(ResServices, nsx, sel, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return cs.CoreV1().Services(nsx).List(ctx, o)
-		}, nil, func(o runtime.Object) { s.Services = append(s.Services, *o.(*corev1.Service)) })
+		}, nil, into(&s.Services))
 		sliceSel := sel
 		if sel != "" {
 			sliceSel = discoveryv1.LabelServiceName + "=kube-dns"
 		}
 		add(ResEndpointSlices, nsx, sliceSel, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return cs.DiscoveryV1().EndpointSlices(nsx).List(ctx, o)
-		}, nil, func(o runtime.Object) { s.EndpointSlices = append(s.EndpointSlices, *o.(*discoveryv1.EndpointSlice)) })
+		}, nil, into(&s.EndpointSlices))
 		add(ResDeployments, nsx, sel, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return cs.AppsV1().Deployments(nsx).List(ctx, o)
-		}, nil, func(o runtime.Object) { s.Deployments = append(s.Deployments, *o.(*appsv1.Deployment)) })
+		}, nil, into(&s.Deployments))
 		add(ResReplicaSets, nsx, sel, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return cs.AppsV1().ReplicaSets(nsx).List(ctx, o)
-		}, nil, func(o runtime.Object) { s.ReplicaSets = append(s.ReplicaSets, *o.(*appsv1.ReplicaSet)) })
+		}, nil, into(&s.ReplicaSets))
 		if sel != "" {
 			continue // the DNS scope needs no more than pods, services, slices and the Deployment
 		}
 		add(ResStatefulSets, nsx, "", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return cs.AppsV1().StatefulSets(nsx).List(ctx, o)
-		}, nil, func(o runtime.Object) { s.StatefulSets = append(s.StatefulSets, *o.(*appsv1.StatefulSet)) })
+		}, nil, into(&s.StatefulSets))
 		add(ResDaemonSets, nsx, "", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return cs.AppsV1().DaemonSets(nsx).List(ctx, o)
-		}, nil, func(o runtime.Object) { s.DaemonSets = append(s.DaemonSets, *o.(*appsv1.DaemonSet)) })
+		}, nil, into(&s.DaemonSets))
 		add(ResPDBs, nsx, "", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return cs.PolicyV1().PodDisruptionBudgets(nsx).List(ctx, o)
-		}, nil, func(o runtime.Object) {
-			s.PodDisruptionBudgets = append(s.PodDisruptionBudgets, *o.(*policyv1.PodDisruptionBudget))
-		})
+		}, nil, into(&s.PodDisruptionBudgets))
 		add(ResEvents, nsx, "", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return cs.CoreV1().Events(nsx).List(ctx, o)
-		}, nil, func(o runtime.Object) { s.Events = append(s.Events, *o.(*corev1.Event)) })
+		}, nil, into(&s.Events))
 	}
 	return jobs
+}
+
+// trim drops what no analyzer reads and what makes up a large share of a
+// big cluster's objects: managed fields, and the last-applied annotation
+// that kubectl apply leaves. The snapshot then holds far less memory.
+func trim(o runtime.Object) {
+	m, err := meta.Accessor(o)
+	if err != nil {
+		return
+	}
+	m.SetManagedFields(nil)
+	if a := m.GetAnnotations(); a != nil {
+		if _, ok := a[corev1.LastAppliedConfigAnnotation]; ok {
+			delete(a, corev1.LastAppliedConfigAnnotation)
+		}
+	}
 }
 
 // keepConfigMap keeps the kube-system ConfigMaps that analyzers read: the
@@ -225,11 +249,15 @@ func keepConfigMap(o runtime.Object) bool {
 func (r *liveReader) run(ctx context.Context, job listJob) {
 	p := pager.New(job.page)
 	p.PageSize = r.opts.PageSize
+	// Processing a page is only an append: fetching pages ahead would
+	// only hold more of them in memory at once.
+	p.PageBufferSize = 0
 	n := 0
 	var kept []runtime.Object
 	err := p.EachListItem(ctx, metav1.ListOptions{LabelSelector: job.selector}, func(o runtime.Object) error {
 		n++
 		if job.keep == nil || job.keep(o) {
+			trim(o)
 			kept = append(kept, o)
 		}
 		if r.opts.Progress != nil && n%int(r.opts.PageSize) == 0 {
@@ -245,9 +273,7 @@ func (r *liveReader) run(ctx context.Context, job listJob) {
 	}
 	// Objects are added only once the whole list succeeded, so that a
 	// resource is either complete or recorded as a gap, never half read.
-	for _, o := range kept {
-		job.add(o)
-	}
+	job.add(kept)
 	if r.opts.Progress != nil {
 		r.opts.Progress(job.res, n)
 	}

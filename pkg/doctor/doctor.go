@@ -10,7 +10,6 @@ import (
 	"log/slog"
 
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/kdiag/kdiag/pkg/analyze"
@@ -44,9 +43,9 @@ func (o Options) logger() *slog.Logger {
 // Live diagnoses the cluster behind cfg. source names it in the report
 // (usually the kubeconfig context).
 func Live(ctx context.Context, cfg *rest.Config, source string, o Options) (*report.Report, error) {
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := cluster.NewReadClient(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("build Kubernetes client: %w", err)
+		return nil, err
 	}
 	log := o.logger()
 	snap, err := cluster.ReadLive(ctx, cs, cluster.LiveOptions{
@@ -60,7 +59,11 @@ func Live(ctx context.Context, cfg *rest.Config, source string, o Options) (*rep
 	if o.SkipDryRun {
 		findings.SkipDryRuns(fs, "dry runs turned off with --dry-run=none")
 	} else {
-		dc, err := dynamic.NewForConfig(cfg)
+		dcfg := rest.CopyConfig(cfg)
+		if dcfg.QPS == 0 {
+			dcfg.QPS, dcfg.Burst = 50, 100 // a few hundred dry runs at most
+		}
+		dc, err := dynamic.NewForConfig(dcfg)
 		if err != nil {
 			return nil, fmt.Errorf("build dynamic client: %w", err)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,10 +24,13 @@ import (
 // takes several minutes and is outside the timer. It reports the wall time
 // per run (ns/op) and the doctor process's peak RSS.
 //
-//	go test ./pkg/doctor -run '^$' -bench DoctorLive -benchtime 3x -timeout 60m
+//	go test ./pkg/doctor -run '^$' -bench DoctorLive -benchtime 3x -timeout 90m
 func BenchmarkDoctorLive(b *testing.B) {
 	const nodes = 1000
-	opts := load.Options{Namespaces: 50, Deployments: 3000, Replicas: 10}
+	// The controllers create pods at a few dozen per second on a busy
+	// 2-core machine: allow the load most of an hour.
+	opts := load.Options{Namespaces: 50, Deployments: 3000, Replicas: 10, Timeout: 50 * time.Minute,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	c := labtest.NewCluster(b, lab.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	kubeletDone := make(chan error, 1)
