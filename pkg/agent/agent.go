@@ -233,14 +233,21 @@ func (a *Agent) resume(ctx context.Context, exp *exporter.Exporter) (map[string]
 }
 
 // handler serves /metrics and /healthz. /healthz is 200 once the agent has
-// read its Node and lists any problems; 503 before.
+// read its Node and lists any problems, including failing condition
+// patches; 503 before. It stays 200 while the API server is unreachable,
+// because restarting the agent would not help.
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		a.mu.Lock()
-		resumed, problems := a.resumed, append([]string(nil), a.problems...)
+		resumed, problems, exp := a.resumed, append([]string(nil), a.problems...), a.exp
 		a.mu.Unlock()
+		if exp != nil {
+			if since, err := exp.Failing(); err != nil {
+				problems = append(problems, fmt.Sprintf("node conditions not written for %s: %v", time.Since(since).Round(time.Second), err))
+			}
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !resumed {
 			w.WriteHeader(http.StatusServiceUnavailable)

@@ -155,3 +155,44 @@ func grep(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestRBACDenialIsReported runs the agent as a user that may read its
+// Node but not patch its status: the agent keeps running and /healthz
+// says why the conditions are not written.
+func TestRBACDenialIsReported(t *testing.T) {
+	c := labtest.Cluster(t)
+	ctx := context.Background()
+	admin := kubernetes.NewForConfigOrDie(c.RESTConfig())
+	marker := fmt.Sprintf("kn%06d", rand.IntN(1000000))
+	name := "kdiag-agent-readonly-" + marker
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list", "watch"}},
+	}}
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.RbacV1().ClusterRoles().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name},
+		Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: name}}}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	cfg, err := c.ClientCertConfig(name, nil, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := []string{writeConfig(t, t.TempDir(), "test.json", testConfig(marker))}
+	a, _ := startAgent(t, cfg, Options{ConfigFiles: files, DisablePSI: true})
+	var body string
+	waitUntil(t, 5*time.Second, "/healthz reporting the forbidden patch", func() (bool, error) {
+		var code int
+		code, body = get(a.Addr(), "/healthz")
+		return code == 200 && strings.Contains(body, "node conditions not written") && strings.Contains(body, "forbidden"), nil
+	})
+	t.Logf("/healthz:\n%s", body)
+}

@@ -57,6 +57,8 @@ type Exporter struct {
 	dirty   bool
 	changed chan struct{}
 	patches int
+	failing error     // the last patch error, nil after a success
+	since   time.Time // when patches started failing
 }
 
 // New builds an exporter for node. Call Run to start writing.
@@ -191,15 +193,29 @@ func (e *Exporter) flush(ctx context.Context, heartbeat bool) error {
 	_, err = e.cs.CoreV1().Nodes().PatchStatus(ctx, e.node, body)
 	e.count("condition_patch", err)
 	if err != nil {
+		err = fmt.Errorf("patch nodes/%s/status: %w", e.node, err)
 		e.mu.Lock()
 		e.dirty = true
+		if e.failing == nil {
+			e.since = time.Now()
+		}
+		e.failing = err
 		e.mu.Unlock()
-		return fmt.Errorf("patch nodes/%s/status: %w", e.node, err)
+		return err
 	}
 	e.mu.Lock()
 	e.patches++
+	e.failing = nil
 	e.mu.Unlock()
 	return nil
+}
+
+// Failing returns since when condition patches have been failing and the
+// last error, or a nil error when the last patch succeeded.
+func (e *Exporter) Failing() (since time.Time, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.since, e.failing
 }
 
 // Patches returns how many condition patches succeeded.

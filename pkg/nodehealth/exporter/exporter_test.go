@@ -130,10 +130,16 @@ func TestPatchErrorIsRetried(t *testing.T) {
 	if e.Patches() != 0 {
 		t.Errorf("patch of a missing node reported success")
 	}
+	if since, err := e.Failing(); err == nil || !strings.Contains(err.Error(), "patch nodes/gone/status") || since.IsZero() {
+		t.Errorf("Failing() = %v, %v; want the patch error and its start", err, since)
+	}
 	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gone"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return e.Patches() == 1 }, "the retried patch")
+	if _, err := e.Failing(); err != nil {
+		t.Errorf("Failing() after a successful patch = %v", err)
+	}
 	cancel()
 	<-done
 }
