@@ -59,7 +59,9 @@ func testConfig(marker string) string {
 
 // healthFile is the file whose existence the test config's XfsShutdown
 // health check tests.
-func healthFile(marker string) string { return filepath.Join(os.TempDir(), "kdiag-agent-test-"+marker+"-ok") }
+func healthFile(marker string) string {
+	return filepath.Join(os.TempDir(), "kdiag-agent-test-"+marker+"-ok")
+}
 
 // kmsg writes one kernel-log line at priority 3 (error), as a driver would.
 func kmsg(t testing.TB, line string) {
