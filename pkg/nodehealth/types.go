@@ -51,6 +51,9 @@ type Event struct {
 	Time time.Time
 	// OOM is set for an OOM kill whose details were parsed.
 	OOM *OOMKill
+	// Normal marks good news, such as a condition that cleared; other
+	// events are warnings.
+	Normal bool
 }
 
 // Sink receives what detectors find. Implementations must be safe for

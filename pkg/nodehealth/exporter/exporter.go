@@ -61,7 +61,8 @@ type Exporter struct {
 	since   time.Time // when patches started failing
 }
 
-// New builds an exporter for node. Call Run to start writing.
+// New builds an exporter for node. Events are written from now on;
+// conditions once Run runs. Run must be called to release the event writer.
 func New(cs kubernetes.Interface, node string, opts Options) *Exporter {
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 5 * time.Minute
@@ -81,6 +82,10 @@ func New(cs kubernetes.Interface, node string, opts Options) *Exporter {
 	// them per object, which is what a flood of kernel lines needs.
 	e.broadcaster = record.NewBroadcaster()
 	e.recorder = e.broadcaster.NewRecorder(eventScheme(), corev1.EventSource{Component: opts.Component, Host: node})
+	// The sink starts now, not in Run: the broadcaster drops events sent
+	// while it has no watcher. Run's end shuts it down.
+	e.broadcaster.StartRecordingToSink(&countingSink{
+		EventSinkImpl: typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")}, e: e})
 	return e
 }
 
@@ -120,7 +125,11 @@ func (e *Exporter) SetCondition(_ string, c nodehealth.Condition) {
 // the Pod, naming the container, its memory limit and its usage.
 func (e *Exporter) Emit(ev nodehealth.Event) {
 	ref := &corev1.ObjectReference{Kind: "Node", Name: e.node, UID: types.UID(e.node)}
-	e.recorder.Event(ref, corev1.EventTypeWarning, ev.Reason, ev.Message)
+	typ := corev1.EventTypeWarning
+	if ev.Normal {
+		typ = corev1.EventTypeNormal
+	}
+	e.recorder.Event(ref, typ, ev.Reason, ev.Message)
 	if ev.OOM == nil || ev.OOM.PodUID == "" || e.opts.Pods == nil {
 		return
 	}
@@ -135,10 +144,7 @@ func (e *Exporter) Emit(ev nodehealth.Event) {
 // Run starts the event writer and patches conditions until ctx ends:
 // after each change (coalesced) and at every heartbeat.
 func (e *Exporter) Run(ctx context.Context) error {
-	stop := e.broadcaster.StartRecordingToSink(&countingSink{
-		EventSinkImpl: typedcorev1.EventSinkImpl{Interface: e.cs.CoreV1().Events("")}, e: e})
 	defer e.broadcaster.Shutdown()
-	defer stop.Stop()
 	hb := time.NewTicker(e.opts.Heartbeat)
 	defer hb.Stop()
 	retry := time.Duration(0)

@@ -188,3 +188,27 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestEventTypes(t *testing.T) {
+	cs, _ := fakeWithNode(t, "n1")
+	e := New(cs, "n1", Options{Heartbeat: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	e.Emit(nodehealth.Event{Reason: "FilesystemIsReadOnly", Message: "ro"})
+	e.Emit(nodehealth.Event{Reason: "FilesystemRemountedReadWrite", Message: "rw", Normal: true})
+	want := map[string]string{"FilesystemIsReadOnly": corev1.EventTypeWarning, "FilesystemRemountedReadWrite": corev1.EventTypeNormal}
+	waitFor(t, func() bool {
+		evs, err := cs.CoreV1().Events(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+		if err != nil || len(evs.Items) < 2 {
+			return false
+		}
+		for _, ev := range evs.Items {
+			if want[ev.Reason] != ev.Type || ev.InvolvedObject.Kind != "Node" || ev.InvolvedObject.Name != "n1" {
+				t.Errorf("event %s: type %s on %s/%s, want %s on Node/n1", ev.Reason, ev.Type, ev.InvolvedObject.Kind, ev.InvolvedObject.Name, want[ev.Reason])
+			}
+		}
+		return true
+	}, "two events on the node")
+}

@@ -259,6 +259,11 @@ func TestRules(t *testing.T) {
 				if got := strings.Join(rec.reasons()[n:], ","); got != s.events {
 					t.Errorf("step %d (%q): events %q, want %q", i, s.line, got, s.events)
 				}
+				for _, e := range rec.events[n:] {
+					if recovery := strings.HasPrefix(e.Reason, "Not") || strings.HasPrefix(e.Reason, "Back"); e.Normal != recovery {
+						t.Errorf("step %d: event %s Normal=%v, want %v", i, e.Reason, e.Normal, recovery)
+					}
+				}
 				if s.cond != "" {
 					typ, _, _ := strings.Cut(s.cond, "=")
 					c := rec.conds[typ]

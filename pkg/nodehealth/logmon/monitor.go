@@ -242,7 +242,7 @@ func (m *Monitor) recover(r *Rule, at time.Time, reason, msg string) {
 	st.cur = nodehealth.Condition{Type: st.def.Type, Reason: reason, Message: msg, Transition: at}
 	st.rule = nil
 	delete(m.hits, r)
-	m.sink.Emit(nodehealth.Event{Source: m.cfg.Source, Reason: reason, Message: msg, Time: at})
+	m.sink.Emit(nodehealth.Event{Source: m.cfg.Source, Reason: reason, Message: msg, Time: at, Normal: true})
 	m.sink.SetCondition(m.cfg.Source, st.cur)
 }
 

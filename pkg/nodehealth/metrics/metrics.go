@@ -96,5 +96,9 @@ func (s problemSink) SetCondition(_ string, c nodehealth.Condition) {
 	s.m.ProblemGauge.WithLabelValues(c.Type, c.Reason).Set(v)
 }
 
-// Emit counts the problem.
-func (s problemSink) Emit(e nodehealth.Event) { s.m.ProblemCounter.WithLabelValues(e.Reason).Inc() }
+// Emit counts the problem; a Normal event (a recovery) is not a problem.
+func (s problemSink) Emit(e nodehealth.Event) {
+	if !e.Normal {
+		s.m.ProblemCounter.WithLabelValues(e.Reason).Inc()
+	}
+}

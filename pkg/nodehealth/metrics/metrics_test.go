@@ -42,6 +42,7 @@ func TestProblemMetricsUseNPDNames(t *testing.T) {
 	s := m.Sink()
 	s.Emit(nodehealth.Event{Reason: "OOMKilling"})
 	s.Emit(nodehealth.Event{Reason: "OOMKilling"})
+	s.Emit(nodehealth.Event{Reason: "Recovered", Normal: true})
 	s.SetCondition("ro", nodehealth.Condition{Type: "ReadonlyFilesystem", Status: true, Reason: "FilesystemIsReadOnly"})
 	tests := []struct {
 		step   string
@@ -56,6 +57,9 @@ func TestProblemMetricsUseNPDNames(t *testing.T) {
 		if got, ok := value(t, m, tt.name, tt.labels); !ok || got != tt.want {
 			t.Errorf("%s: %s%v = %v (found %v), want %v", tt.step, tt.name, tt.labels, got, ok, tt.want)
 		}
+	}
+	if _, ok := value(t, m, "problem_counter", map[string]string{"reason": "Recovered"}); ok {
+		t.Error("a Normal (recovery) event was counted as a problem")
 	}
 	s.SetCondition("ro", nodehealth.Condition{Type: "ReadonlyFilesystem", Status: false, Reason: "Remounted"})
 	if got, _ := value(t, m, "problem_gauge", map[string]string{"type": "ReadonlyFilesystem", "reason": "FilesystemIsReadOnly"}); got != 0 {
