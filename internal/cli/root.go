@@ -50,6 +50,7 @@ by a server-side dry run before you apply it.
   checks   list every check ID
   drain    predict whether a drain will stall on a PDB, with checked fixes; drain safely
   trace    eBPF tracing of TCP, DNS and OOM kills, labelled with pod names
+  agent    node problem detection (NPD configs), PSI, OOM events, as a DaemonSet
   lab      run a real local control plane with the seed scenarios`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -73,6 +74,7 @@ by a server-side dry run before you apply it.
 		newLabCommand,
 		newTraceCommand,
 		newDrainCommand,
+		newAgentCommand,
 	} {
 		root.AddCommand(add(g))
 	}
