@@ -218,7 +218,7 @@ func (r *liveReader) jobs() []listJob {
 		}, nil, into(&s.PodDisruptionBudgets))
 		add(ResEvents, nsx, "", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return cs.CoreV1().Events(nsx).List(ctx, o)
-		}, nil, into(&s.Events))
+		}, keepEvent, into(&s.Events))
 	}
 	return jobs
 }
@@ -237,6 +237,21 @@ func trim(o runtime.Object) {
 			delete(a, corev1.LastAppliedConfigAnnotation)
 		}
 	}
+}
+
+// keepEvent keeps every event except the Normal events of a pod's or
+// workload's ordinary life, which no check reads. In a large cluster those
+// are most of the events (two or three per pod), so the read skips them.
+func keepEvent(o runtime.Object) bool {
+	e := o.(*corev1.Event)
+	if e.Type != corev1.EventTypeNormal {
+		return true
+	}
+	switch e.Reason {
+	case "Scheduled", "Pulling", "Pulled", "Created", "Started", "SuccessfulCreate", "SuccessfulDelete", "ScalingReplicaSet":
+		return false
+	}
+	return true
 }
 
 // keepConfigMap keeps the kube-system ConfigMaps that analyzers read: the

@@ -66,3 +66,27 @@ func TestReadLiveNamespaceAlsoReadsClusterDNS(t *testing.T) {
 		t.Errorf("pods read = %v, want %v", got, want)
 	}
 }
+
+func TestReadLiveSkipsRoutineNormalEvents(t *testing.T) {
+	ev := func(name, typ, reason string) *corev1.Event {
+		return &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name}, Type: typ, Reason: reason}
+	}
+	cs := fake.NewClientset(
+		ev("a", corev1.EventTypeNormal, "Scheduled"),
+		ev("b", corev1.EventTypeNormal, "Pulled"),
+		ev("c", corev1.EventTypeNormal, "NodeNotReady"),
+		ev("d", corev1.EventTypeWarning, "Started"),
+		ev("e", corev1.EventTypeWarning, "FailedScheduling"),
+	)
+	s, err := cluster.ReadLive(context.Background(), cs, cluster.LiveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, e := range s.Events {
+		got[e.Name] = true
+	}
+	if len(got) != 3 || !got["c"] || !got["d"] || !got["e"] {
+		t.Errorf("kept events %v, want c (Normal but not routine), d and e (Warning)", got)
+	}
+}
