@@ -69,6 +69,7 @@ Without -n, every namespace is read. --from reads a ` + "`kubectl cluster-info d
 }
 
 func runDoctor(cmd *cobra.Command, g *Globals, f *doctorFlags) error {
+	limitMemory()
 	ctx := cmd.Context()
 	var failOn findings.Severity
 	if f.failOn != "" {

@@ -22,6 +22,7 @@ read. Secrets are never read.`,
 		Example: "  kdiag dump ./incident-42 && kdiag doctor --from ./incident-42",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			limitMemory()
 			cfg, err := g.ConfigFlags.ToRESTConfig()
 			if err != nil {
 				return fmt.Errorf("load kubeconfig: %w", err)
