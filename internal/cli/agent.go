@@ -24,7 +24,7 @@ type agentFlags struct {
 }
 
 func newAgentCommand(g *Globals) *cobra.Command {
-	f := &agentFlags{psi: psi.DefaultThreshold}
+	f := &agentFlags{psi: psi.DefaultThreshold()}
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent: NPD-format problem detection, PSI, node conditions, events and metrics",

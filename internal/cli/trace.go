@@ -187,7 +187,7 @@ func (r *traceRun) finish(g *Globals, name string, st gadget.Stats, runErr error
 }
 
 func runTraceTCP(cmd *cobra.Command, g *Globals, f *traceFlags) error {
-	r, err := f.setup(cmd, g, "tcp", render.TCPColumns)
+	r, err := f.setup(cmd, g, "tcp", render.TCPColumns())
 	if err != nil {
 		return err
 	}
@@ -217,7 +217,7 @@ func runTraceDNS(cmd *cobra.Command, g *Globals, f *traceFlags) error {
 		}
 		ports = append(ports, uint16(p))
 	}
-	r, err := f.setup(cmd, g, "dns", render.DNSColumns)
+	r, err := f.setup(cmd, g, "dns", render.DNSColumns())
 	if err != nil {
 		return err
 	}
@@ -240,7 +240,7 @@ func runTraceDNS(cmd *cobra.Command, g *Globals, f *traceFlags) error {
 }
 
 func runTraceOOMKill(cmd *cobra.Command, g *Globals, f *traceFlags) error {
-	r, err := f.setup(cmd, g, "oomkill", render.OOMKillColumns)
+	r, err := f.setup(cmd, g, "oomkill", render.OOMKillColumns())
 	if err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ func (sim *simulation) remediate(b *Blocker) []findings.Remediation {
 		} else {
 			desc += "; WARNING: the service has no pod left during the drain, prefer making room for the replacements"
 		}
-		rem = append(rem, findings.MustPatch(desc+". If Helm or GitOps manages the budget, change it there too", pdb.GVR, "pdb", p.Namespace, p.Name, types.MergePatchType, patch))
+		rem = append(rem, findings.MustPatch(desc+". If Helm or GitOps manages the budget, change it there too", pdb.GVR(), "pdb", p.Namespace, p.Name, types.MergePatchType, patch))
 	}
 	if len(budget.UnhealthyMembers()) > 0 {
 		if r, ok := pdb.AlwaysAllowRemediation(p); ok {

@@ -11,8 +11,10 @@ import (
 	"github.com/kdiag/kdiag/pkg/findings"
 )
 
-// GVR is the resource that budget remediations patch.
-var GVR = schema.GroupVersionResource{Group: "policy", Version: "v1", Resource: "poddisruptionbudgets"}
+// GVR returns the resource that budget remediations patch.
+func GVR() schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: "policy", Version: "v1", Resource: "poddisruptionbudgets"}
+}
 
 // ScaleRemediation proposes scaling the budget's only workload to the
 // smallest replica count that lets the budget allow one disruption, when
@@ -72,7 +74,7 @@ func RelaxRemediation(p *policyv1.PodDisruptionBudget, b Budget) (findings.Remed
 		desc += ". Drains can then evict the unready pods; Ready ones stay protected until the others recover"
 	}
 	desc += ". If Helm or GitOps manages the budget, change it there too or it will be reverted"
-	return findings.MustPatch(desc, GVR, "pdb", p.Namespace, p.Name, types.MergePatchType, r.Patch), true
+	return findings.MustPatch(desc, GVR(), "pdb", p.Namespace, p.Name, types.MergePatchType, r.Patch), true
 }
 
 // AllowDisruptions proposes the change to a budget that lets k pods go at
@@ -112,7 +114,7 @@ func AlwaysAllowRemediation(p *policyv1.PodDisruptionBudget) (findings.Remediati
 		return findings.Remediation{}, false
 	}
 	return findings.MustPatch("Let drains evict pods that are not Ready (unhealthyPodEvictionPolicy: AlwaysAllow): they serve nothing, and Ready pods stay protected by the budget",
-		GVR, "pdb", p.Namespace, p.Name, types.MergePatchType,
+		GVR(), "pdb", p.Namespace, p.Name, types.MergePatchType,
 		map[string]any{"spec": map[string]any{"unhealthyPodEvictionPolicy": string(policyv1.AlwaysAllow)}}), true
 }
 

@@ -19,7 +19,7 @@ func sample() *report.Report {
 	fs := []findings.Finding{
 		{ID: "pdb-blocks-disruption", Severity: findings.Critical, Area: findings.AreaOperations,
 			Object: findings.ObjectRef{Kind: "PodDisruptionBudget", Namespace: "web", Name: "nginx"},
-			Title: "PDB web/nginx allows 0 disruptions", Evidence: []string{"spec: minAvailable=1 | *bold* <b>"},
+			Title:  "PDB web/nginx allows 0 disruptions", Evidence: []string{"spec: minAvailable=1 | *bold* <b>"},
 			Explanation: "Drains stall.",
 			Remediation: []findings.Remediation{
 				findings.Scale("Add a replica", "deployment", "web", "nginx", 2),
@@ -27,7 +27,7 @@ func sample() *report.Report {
 			}},
 		{ID: "dns-upstreams", Severity: findings.Info, Area: findings.AreaDNS,
 			Object: findings.ObjectRef{Kind: "ConfigMap", Namespace: "kube-system", Name: "coredns"},
-			Title: "CoreDNS forwards 1 zone", Evidence: []string{". -> /etc/resolv.conf"}, Explanation: "Map."},
+			Title:  "CoreDNS forwards 1 zone", Evidence: []string{". -> /etc/resolv.conf"}, Explanation: "Map."},
 	}
 	fs[0].Remediation[0].DryRun = &findings.DryRun{Status: findings.DryRunFailed, Reason: "forbidden"}
 	findings.Sort(fs)

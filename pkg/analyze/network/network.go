@@ -137,7 +137,9 @@ func (a *analysis) service(svc *corev1.Service) []findings.Finding {
 	return out
 }
 
-var serviceGVR = schema.GroupVersionResource{Version: "v1", Resource: "services"}
+func serviceGVR() schema.GroupVersionResource {
+	return schema.GroupVersionResource{Version: "v1", Resource: "services"}
+}
 
 // objectRef names a Service in findings.
 func objectRef(svc *corev1.Service) findings.ObjectRef {

@@ -369,7 +369,7 @@ func targetPortFix(svc *corev1.Service, i int, pods []*corev1.Pod) (findings.Rem
 	}
 	desc := fmt.Sprintf("Point targetPort of port %s at %s, the port the pods declare (the test operations make the patch fail if the Service changed meanwhile)",
 		portName(sp), show)
-	return findings.MustPatch(desc, serviceGVR, "service", svc.Namespace, svc.Name, types.JSONPatchType, patch), true
+	return findings.MustPatch(desc, serviceGVR(), "service", svc.Namespace, svc.Name, types.JSONPatchType, patch), true
 }
 
 func uniquePorts(ps []corev1.ContainerPort) []corev1.ContainerPort {
@@ -490,7 +490,7 @@ func (a *analysis) protocolMismatch(svc *corev1.Service, i int, pods []*corev1.P
 		}
 		rem = append(rem, findings.MustPatch(
 			fmt.Sprintf("Make port %s use %s, the protocol the containers declare for %q (if the app really serves %s, fix the containerPort instead)", portName(sp), protos[0], t.name, proto),
-			serviceGVR, "service", svc.Namespace, svc.Name, types.JSONPatchType, patch))
+			serviceGVR(), "service", svc.Namespace, svc.Name, types.JSONPatchType, patch))
 	}
 	rem = append(rem, a.portInspections(svc)...)
 	return findings.Finding{

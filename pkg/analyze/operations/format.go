@@ -6,15 +6,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/kdiag/kdiag/pkg/analyze/internal/evidence"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/pdb"
 )
-
-// pdbGVR is the resource remediations patch.
-var pdbGVR = schema.GroupVersionResource{Group: "policy", Version: "v1", Resource: "poddisruptionbudgets"}
 
 // ref renders namespace/name.
 func ref(ns, name string) string { return ns + "/" + name }

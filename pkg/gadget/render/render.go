@@ -36,12 +36,20 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("unknown output format %q: use table or json", s)
 }
 
-// Columns are the table headers of each gadget.
-var (
-	TCPColumns     = []string{"NODE", "NAMESPACE", "POD", "CONTAINER", "PID", "COMM", "TYPE", "SRC", "DST", "ERROR"}
-	DNSColumns     = []string{"NODE", "NAMESPACE", "POD", "CONTAINER", "PID", "COMM", "QR", "ID", "QTYPE", "NAME", "RCODE", "LATENCY", "NAMESERVER", "ANSWERS", "ERROR"}
-	OOMKillColumns = []string{"NODE", "NAMESPACE", "POD", "CONTAINER", "PID", "COMM", "TRIGGER", "PAGES", "MEMCG"}
-)
+// TCPColumns returns the table headers of the tcp gadget.
+func TCPColumns() []string {
+	return []string{"NODE", "NAMESPACE", "POD", "CONTAINER", "PID", "COMM", "TYPE", "SRC", "DST", "ERROR"}
+}
+
+// DNSColumns returns the table headers of the dns gadget.
+func DNSColumns() []string {
+	return []string{"NODE", "NAMESPACE", "POD", "CONTAINER", "PID", "COMM", "QR", "ID", "QTYPE", "NAME", "RCODE", "LATENCY", "NAMESERVER", "ANSWERS", "ERROR"}
+}
+
+// OOMKillColumns returns the table headers of the oomkill gadget.
+func OOMKillColumns() []string {
+	return []string{"NODE", "NAMESPACE", "POD", "CONTAINER", "PID", "COMM", "TRIGGER", "PAGES", "MEMCG"}
+}
 
 // Writer streams rows or JSON lines. It is not safe for concurrent use:
 // gadgets call their callback from one goroutine.

@@ -27,7 +27,7 @@ var refused = tcp.Event{
 
 func TestTCPJSONHasTheDocumentedFields(t *testing.T) {
 	var buf bytes.Buffer
-	w := NewWriter(&buf, JSON, TCPColumns)
+	w := NewWriter(&buf, JSON, TCPColumns())
 	if err := w.TCP(refused); err != nil {
 		t.Fatal(err)
 	}
@@ -67,18 +67,18 @@ func TestTables(t *testing.T) {
 		cols  []string
 		want  []string
 	}{
-		{"tcp", func(w *Writer) error { return w.TCP(refused) }, TCPColumns,
+		{"tcp", func(w *Writer) error { return w.TCP(refused) }, TCPColumns(),
 			[]string{"aks-1", "shop", "storefront-1", "web", "4242", "connect", "pod/shop/storefront-1:40312", "svc/shop/orders:8080", "ECONNREFUSED"}},
 		{"dns", func(w *Writer) error {
 			return w.DNS(dns.Event{QR: "R", ID: 7, Name: "api.example.com.", QType: "A", RCode: "ServerFailure", Error: "ServerFailure",
 				LatencyNs: 1500000, Nameserver: gadget.Endpoint{Addr: netip.MustParseAddr("10.96.0.10"), Port: 53}})
-		}, DNSColumns, []string{"R", "7", "api.example.com.", "ServerFailure", "1.5ms", "10.96.0.10:53"}},
+		}, DNSColumns(), []string{"R", "7", "api.example.com.", "ServerFailure", "1.5ms", "10.96.0.10:53"}},
 		{"dns unanswered", func(w *Writer) error {
 			return w.DNS(dns.Event{QR: "Q", Name: "x.", Unanswered: true, Error: "unanswered"})
-		}, DNSColumns, []string{"Q", "x.", "unanswered"}},
+		}, DNSColumns(), []string{"Q", "x.", "unanswered"}},
 		{"oomkill", func(w *Writer) error {
 			return w.OOMKill(oomkill.Event{PID: 9, Comm: "java", Trigger: oomkill.Process{PID: 10, Comm: "java"}, Pages: 4096, MemoryCgroup: "/kubepods/pod1/c1"})
-		}, OOMKillColumns, []string{"9", "java", "10/java", "4096", "/kubepods/pod1/c1"}},
+		}, OOMKillColumns(), []string{"9", "java", "10/java", "4096", "/kubepods/pod1/c1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

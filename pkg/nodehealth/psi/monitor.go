@@ -25,8 +25,11 @@ type Threshold struct {
 	SetAvg10, SetAvg60, ClearAvg10, ClearAvg60 float64
 }
 
-// DefaultThreshold is used for memory and I/O unless configured.
-var DefaultThreshold = Threshold{SetAvg10: 50, SetAvg60: 25, ClearAvg10: 20, ClearAvg60: 10}
+// DefaultThreshold returns the thresholds used for memory and I/O unless
+// configured.
+func DefaultThreshold() Threshold {
+	return Threshold{SetAvg10: 50, SetAvg60: 25, ClearAvg10: 20, ClearAvg60: 10}
+}
 
 // Next returns the condition's next status given its current one.
 func (t Threshold) Next(cur bool, s Stat) bool {
@@ -91,10 +94,10 @@ func NewMonitor(opts Options, sink nodehealth.Sink, resume map[string]nodehealth
 		opts.Interval = 10 * time.Second
 	}
 	if opts.Memory == (Threshold{}) {
-		opts.Memory = DefaultThreshold
+		opts.Memory = DefaultThreshold()
 	}
 	if opts.IO == (Threshold{}) {
-		opts.IO = DefaultThreshold
+		opts.IO = DefaultThreshold()
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -14,8 +14,8 @@ import (
 	"strings"
 )
 
-// Resources are the PSI resources the agent reads.
-var Resources = []string{"cpu", "memory", "io"}
+// Resources returns the PSI resources the agent reads.
+func Resources() []string { return []string{"cpu", "memory", "io"} }
 
 // Stat is one PSI line: "some" or "full".
 type Stat struct {
@@ -102,7 +102,7 @@ func ReadFile(path string) (Pressure, error) {
 func ReadDir(dir, suffix string) (map[string]Pressure, error) {
 	out := map[string]Pressure{}
 	var errs []string
-	for _, r := range Resources {
+	for _, r := range Resources() {
 		p, err := ReadFile(filepath.Join(dir, r+suffix))
 		if err != nil {
 			errs = append(errs, err.Error())

@@ -100,7 +100,7 @@ func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
 
 func TestMonitorSetsAndClearsConditions(t *testing.T) {
 	dir := t.TempDir()
-	for _, r := range Resources {
+	for _, r := range Resources() {
 		writePSI(t, dir, r, 0, 0)
 	}
 	s := &sink{conds: map[string]nodehealth.Condition{}}
@@ -137,7 +137,7 @@ func TestMonitorWithoutPSI(t *testing.T) {
 
 func TestResumeKeepsCondition(t *testing.T) {
 	dir := t.TempDir()
-	for _, r := range Resources {
+	for _, r := range Resources() {
 		writePSI(t, dir, r, 30, 15) // between the bounds
 	}
 	s := &sink{conds: map[string]nodehealth.Condition{}}
