@@ -31,13 +31,33 @@ const (
 	TypeRetransmit  = "retransmit"
 )
 
-var typeNames = map[uint8]string{
-	1: TypeConnect, 2: TypeAccept, 3: TypeClose, 4: TypeRSTReceived, 5: TypeRSTSent, 6: TypeRetransmit,
+// typeName names an event type as the BPF program numbers it.
+func typeName(t uint8) string {
+	switch t {
+	case 1:
+		return TypeConnect
+	case 2:
+		return TypeAccept
+	case 3:
+		return TypeClose
+	case 4:
+		return TypeRSTReceived
+	case 5:
+		return TypeRSTSent
+	case 6:
+		return TypeRetransmit
+	}
+	return ""
 }
 
-var stateNames = map[uint8]string{
-	1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
-	7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV",
+// stateName names a kernel TCP state (include/net/tcp_states.h).
+func stateName(st uint8) string {
+	names := [...]string{"", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+		"CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"}
+	if int(st) < len(names) {
+		return names[st]
+	}
+	return ""
 }
 
 // Event is one TCP event. For connect, close, RSTs and retransmits Src is
@@ -85,9 +105,11 @@ type Options struct {
 }
 
 // Tracepoints the gadget needs.
-var tracepoints = []string{
-	"sock:inet_sock_set_state", "tcp:tcp_receive_reset", "tcp:tcp_send_reset", "tcp:tcp_retransmit_skb",
-	"syscalls:sys_enter_connect", "syscalls:sys_exit_connect",
+func tracepoints() []string {
+	return []string{
+		"sock:inet_sock_set_state", "tcp:tcp_receive_reset", "tcp:tcp_send_reset", "tcp:tcp_retransmit_skb",
+		"syscalls:sys_enter_connect", "syscalls:sys_exit_connect",
+	}
 }
 
 // programs are the loaded programs, of either flavour.
@@ -152,7 +174,7 @@ func New(opts Options) (*Tracer, error) {
 	if err := opts.Env.Preflight(); err != nil {
 		return nil, err
 	}
-	if err := opts.Env.CheckTracepoints(tracepoints...); err != nil {
+	if err := opts.Env.CheckTracepoints(tracepoints()...); err != nil {
 		return nil, err
 	}
 	if !opts.Filter.Empty() {
@@ -340,14 +362,14 @@ func (t *Tracer) decode(raw []byte) (Event, bool) {
 	e := (*tcpEvent)(unsafe.Pointer(&raw[0]))
 	ev := Event{
 		Time:     t.clock.Time(e.Ts),
-		Type:     typeNames[e.Type],
+		Type:     typeName(e.Type),
 		Error:    kernel.ErrnoName(e.Err),
 		PID:      e.Pid,
 		TID:      e.Tid,
 		Comm:     kernel.CString(e.Comm[:]),
 		Netns:    e.Netns,
 		CgroupID: e.CgroupId,
-		State:    stateNames[e.Oldstate],
+		State:    stateName(e.Oldstate),
 	}
 	local := gadget.Endpoint{Addr: gadget.AddrFrom16(e.Family, e.Saddr), Port: e.Sport}
 	remote := gadget.Endpoint{Addr: gadget.AddrFrom16(e.Family, e.Daddr), Port: e.Dport}

@@ -52,9 +52,12 @@ type condition struct {
 	typ, resource, setReason, clearReason string
 }
 
-var conditions = []condition{
-	{"MemoryContentionPressure", "memory", "MemoryContention", "NoMemoryContention"},
-	{"IOContentionPressure", "io", "IOContention", "NoIOContention"},
+// conditions returns the PSI-driven node conditions.
+func conditions() []condition {
+	return []condition{
+		{"MemoryContentionPressure", "memory", "MemoryContention", "NoMemoryContention"},
+		{"IOContentionPressure", "io", "IOContention", "NoIOContention"},
+	}
 }
 
 // Options configure a Monitor.
@@ -111,7 +114,7 @@ func NewMonitor(opts Options, sink nodehealth.Sink, resume map[string]nodehealth
 		return nil, fmt.Errorf("node pressure stall information unavailable (kernel without CONFIG_PSI or psi=0?): %w", err)
 	}
 	m := &Monitor{opts: opts, sink: sink, state: map[string]nodehealth.Condition{}}
-	for _, c := range conditions {
+	for _, c := range conditions() {
 		st := nodehealth.Condition{Type: c.typ, Reason: c.clearReason, Message: "no " + c.resource + " contention", Transition: time.Now()}
 		if r, ok := resume[c.typ]; ok {
 			st = r
@@ -127,7 +130,7 @@ func NewMonitor(opts Options, sink nodehealth.Sink, resume map[string]nodehealth
 
 // Run publishes the conditions and polls until ctx ends.
 func (m *Monitor) Run(ctx context.Context) error {
-	for _, c := range conditions {
+	for _, c := range conditions() {
 		m.sink.SetCondition(Source, m.state[c.typ])
 	}
 	t := time.NewTicker(m.opts.Interval)
@@ -152,7 +155,7 @@ func (m *Monitor) Poll() {
 	for r, p := range node {
 		m.export(r, p)
 	}
-	for _, c := range conditions {
+	for _, c := range conditions() {
 		p, ok := node[c.resource]
 		if !ok {
 			continue

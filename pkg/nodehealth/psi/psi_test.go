@@ -146,7 +146,7 @@ func TestResumeKeepsCondition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range conditions {
+	for _, c := range conditions() {
 		s.SetCondition(Source, m.state[c.typ])
 	}
 	m.Poll()
