@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -136,18 +135,38 @@ type listJob struct {
 	// keep filters objects after decoding; nil keeps everything.
 	keep func(runtime.Object) bool
 	page pager.ListPageFunc
-	add  func([]runtime.Object)
+	// sink collects one list's objects and adds them to the snapshot once
+	// the whole list succeeded.
+	sink func() sink
 }
 
-// into returns a function that appends a batch of listed objects to dst,
-// growing it once for the whole batch rather than doubling it along the way.
-func into[T any](dst *[]T) func([]runtime.Object) {
-	return func(batch []runtime.Object) {
-		*dst = slices.Grow(*dst, len(batch))
-		for _, o := range batch {
-			*dst = append(*dst, *any(o).(*T))
-		}
+// sink collects the objects of one list. add copies each object out of its
+// page as it arrives, so that a page is garbage as soon as it is read;
+// commit adds the collected objects to the snapshot (under the reader's
+// lock), without a second copy when the snapshot has none of them yet.
+type sink interface {
+	add(runtime.Object)
+	commit()
+}
+
+type typedSink[T any] struct {
+	dst *[]T
+	buf []T
+}
+
+func (s *typedSink[T]) add(o runtime.Object) { s.buf = append(s.buf, *any(o).(*T)) }
+
+func (s *typedSink[T]) commit() {
+	if len(*s.dst) == 0 {
+		*s.dst = s.buf
+		return
 	}
+	*s.dst = append(*s.dst, s.buf...)
+}
+
+// into returns a sink factory for a snapshot slice.
+func into[T any](dst *[]T) func() sink {
+	return func() sink { return &typedSink[T]{dst: dst} }
 }
 
 type liveReader struct {
@@ -162,10 +181,8 @@ func (r *liveReader) jobs() []listJob {
 	cs := r.cs
 	s := r.snap
 	var jobs []listJob
-	// add appends under the lock; every job's callback goes through it.
-	add := func(res Resource, namespace, selector string, page pager.ListPageFunc, keep func(runtime.Object) bool, appendFn func([]runtime.Object)) {
-		jobs = append(jobs, listJob{res: res, namespace: namespace, selector: selector, page: page, keep: keep,
-			add: func(os []runtime.Object) { r.mu.Lock(); appendFn(os); r.mu.Unlock() }})
+	add := func(res Resource, namespace, selector string, page pager.ListPageFunc, keep func(runtime.Object) bool, sk func() sink) {
+		jobs = append(jobs, listJob{res: res, namespace: namespace, selector: selector, page: page, keep: keep, sink: sk})
 	}
 	add(ResNodes, "", "", func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 		return cs.CoreV1().Nodes().List(ctx, o)
@@ -268,12 +285,12 @@ func (r *liveReader) run(ctx context.Context, job listJob) {
 	// only hold more of them in memory at once.
 	p.PageBufferSize = 0
 	n := 0
-	var kept []runtime.Object
+	sk := job.sink()
 	err := p.EachListItem(ctx, metav1.ListOptions{LabelSelector: job.selector}, func(o runtime.Object) error {
 		n++
 		if job.keep == nil || job.keep(o) {
 			trim(o)
-			kept = append(kept, o)
+			sk.add(o)
 		}
 		if r.opts.Progress != nil && n%int(r.opts.PageSize) == 0 {
 			r.opts.Progress(job.res, n)
@@ -288,7 +305,9 @@ func (r *liveReader) run(ctx context.Context, job listJob) {
 	}
 	// Objects are added only once the whole list succeeded, so that a
 	// resource is either complete or recorded as a gap, never half read.
-	job.add(kept)
+	r.mu.Lock()
+	sk.commit()
+	r.mu.Unlock()
 	if r.opts.Progress != nil {
 		r.opts.Progress(job.res, n)
 	}
