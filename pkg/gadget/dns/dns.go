@@ -142,18 +142,11 @@ func New(opts Options) (*Tracer, error) {
 		}
 		root = r
 	}
-	if !opts.Filter.Empty() {
-		sel, err := opts.Enricher.Select(opts.Filter)
-		if err != nil {
-			return nil, err
-		}
-		t.sel = sel
-	}
-	clock, err := kernel.NewBootClock()
+	sel, clock, err := kernel.SelectAndClock(opts.Enricher, opts.Filter)
 	if err != nil {
 		return nil, err
 	}
-	t.clock = clock
+	t.sel, t.clock = sel, clock
 
 	spec, err := loadDns()
 	if err != nil {
@@ -229,7 +222,7 @@ func (t *Tracer) Close() error {
 // fn runs on one goroutine.
 func (t *Tracer) Run(ctx context.Context, fn func(Event)) (gadget.Stats, error) {
 	var filtered, unparsed, unanswered uint64
-	lastRefresh := time.Now()
+	refresh := kernel.FilterRefresher(t.sel, t.objs.FilterCgroups, t.objs.FilterNetns, t.log)
 	r := kernel.Reader{
 		Ring:     t.objs.Events,
 		Lost:     t.objs.Lost,
@@ -237,14 +230,7 @@ func (t *Tracer) Run(ctx context.Context, fn func(Event)) (gadget.Stats, error) 
 		OnLost:   t.opts.OnLost,
 		Tick: func(now time.Time) {
 			unanswered += t.expire(now, fn)
-			if t.sel == nil || now.Sub(lastRefresh) < 2*time.Second {
-				return
-			}
-			lastRefresh = now
-			t.sel.Refresh()
-			if err := kernel.SyncFilter(t.objs.FilterCgroups, t.objs.FilterNetns, t.sel); err != nil {
-				t.log.Warn("refresh filter", "err", err)
-			}
+			refresh(now)
 		},
 	}
 	st, err := r.Run(ctx, func(raw []byte) {

@@ -177,18 +177,11 @@ func New(opts Options) (*Tracer, error) {
 	if err := opts.Env.CheckTracepoints(tracepoints()...); err != nil {
 		return nil, err
 	}
-	if !opts.Filter.Empty() {
-		sel, err := opts.Enricher.Select(opts.Filter)
-		if err != nil {
-			return nil, err
-		}
-		t.sel = sel
-	}
-	clock, err := kernel.NewBootClock()
+	sel, clock, err := kernel.SelectAndClock(opts.Enricher, opts.Filter)
 	if err != nil {
 		return nil, err
 	}
-	t.clock = clock
+	t.sel, t.clock = sel, clock
 
 	btfErr := errors.New("disabled by ForceTracepoints")
 	if !opts.ForceTracepoints {
@@ -317,23 +310,13 @@ func (t *Tracer) Close() error {
 // and returns the counts. fn runs on one goroutine.
 func (t *Tracer) Run(ctx context.Context, fn func(Event)) (gadget.Stats, error) {
 	var filtered uint64
-	lastRefresh := time.Now()
 	r := kernel.Reader{
 		Ring:     t.maps.Events,
 		Lost:     t.maps.Lost,
 		Programs: t.progs.all(),
 		Rescued:  t.maps.SetStateRescued,
 		OnLost:   t.opts.OnLost,
-		Tick: func(now time.Time) {
-			if t.sel == nil || now.Sub(lastRefresh) < 2*time.Second {
-				return
-			}
-			lastRefresh = now
-			t.sel.Refresh()
-			if err := kernel.SyncFilter(t.maps.FilterCgroups, t.maps.FilterNetns, t.sel); err != nil {
-				t.log.Warn("refresh filter", "err", err)
-			}
-		},
+		Tick:     kernel.FilterRefresher(t.sel, t.maps.FilterCgroups, t.maps.FilterNetns, t.log),
 	}
 	st, err := r.Run(ctx, func(raw []byte) {
 		ev, ok := t.decode(raw)
