@@ -118,18 +118,11 @@ func New(opts Options) (*Tracer, error) {
 	if err := opts.Env.CheckTracepoints("oom:mark_victim"); err != nil {
 		return nil, err
 	}
-	if !opts.Filter.Empty() {
-		sel, err := opts.Enricher.Select(opts.Filter)
-		if err != nil {
-			return nil, err
-		}
-		t.sel = sel
-	}
-	clock, err := kernel.NewBootClock()
+	sel, clock, err := kernel.SelectAndClock(opts.Enricher, opts.Filter)
 	if err != nil {
 		return nil, err
 	}
-	t.clock = clock
+	t.sel, t.clock = sel, clock
 
 	btfErr := errors.New("disabled by ForceTracepoint")
 	if !opts.ForceTracepoint {
@@ -211,13 +204,22 @@ func (t *Tracer) Close() error {
 
 // Run delivers events to fn until ctx is done and returns the counts.
 func (t *Tracer) Run(ctx context.Context, fn func(Event)) (gadget.Stats, error) {
-	var filtered uint64
+	var filtered, repeats uint64
+	// Threads of one process that hit the memory limit together can make
+	// the kernel mark the same victim more than once before it exits: one
+	// kill, reported once.
+	lastKill := map[uint32]time.Time{}
 	r := kernel.Reader{Ring: t.objs.Events, Lost: t.objs.Lost, Programs: []*ebpf.Program{t.objs.Prog}, OnLost: t.opts.OnLost}
 	st, err := r.Run(ctx, func(raw []byte) {
 		ev, ok := t.decode(raw)
 		if !ok {
 			return
 		}
+		if prev, seen := lastKill[ev.PID]; seen && ev.Time.Sub(prev) < repeatWindow {
+			repeats++
+			return
+		}
+		lastKill[ev.PID] = ev.Time
 		if t.sel != nil && !t.sel.Match(ev.K8s) {
 			filtered++
 			return
@@ -225,9 +227,13 @@ func (t *Tracer) Run(ctx context.Context, fn func(Event)) (gadget.Stats, error) 
 		fn(ev)
 	})
 	st.Filtered = filtered
-	st.Events -= filtered
+	st.Events -= filtered + repeats
 	return st, err
 }
+
+// repeatWindow is how close two mark_victim events for the same pid must be
+// to count as one kill.
+const repeatWindow = time.Second
 
 // unlimitedPages: a page_counter max this large means "no limit".
 const unlimitedPages = 1 << 50
