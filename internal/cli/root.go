@@ -75,6 +75,9 @@ by a server-side dry run before you apply it.
 		newTraceCommand,
 		newDrainCommand,
 		newAgentCommand,
+		newNodeCommand,
+		newRepairCommand,
+		newOpsCommand,
 	} {
 		root.AddCommand(add(g))
 	}

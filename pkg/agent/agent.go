@@ -45,6 +45,10 @@ type Options struct {
 	DisablePSI bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Handlers are extra HTTP endpoints served next to /metrics and
+	// /healthz, keyed by their ServeMux pattern (for example "/gadgets/"
+	// for the trace gadgets, or "/diagnose" for the NotReady report).
+	Handlers map[string]http.Handler
 }
 
 // Agent is a configured node agent.
@@ -239,6 +243,9 @@ func (a *Agent) resume(ctx context.Context, exp *exporter.Exporter) (map[string]
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{}))
+	for pattern, h := range a.opts.Handlers {
+		mux.Handle(pattern, h)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		a.mu.Lock()
 		resumed, problems, exp := a.resumed, append([]string(nil), a.problems...), a.exp
