@@ -27,13 +27,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kdiag/kdiag/pkg/lab"
 	"github.com/kdiag/kdiag/pkg/lab/kubelet"
+	"github.com/kdiag/kdiag/pkg/lab/runtime"
 )
 
 // Options configure the shared lab of a test package.
@@ -46,6 +49,12 @@ type Options struct {
 	Kubelet kubelet.Options
 	// Lab holds further lab options; Dir and Detached are ignored.
 	Lab lab.Options
+	// Program runs a built-in lab program (runtime.ProgramCommand) when the
+	// test binary is re-executed as `TESTBINARY lab program NAME ARGS...`,
+	// which is how real pods run their containers: Main calls it instead
+	// of the tests and exits 1 when it fails. Set it to the function that
+	// `kdiag lab program` calls, so that the test binary acts as kdiag.
+	Program func(ctx context.Context, name string, args []string) error
 }
 
 // shared is the test binary's one lab. TestMain and the test functions
@@ -71,7 +80,26 @@ type env struct {
 // Main runs the package's tests and then stops the shared lab, if a test
 // started one. Call it from TestMain; it does not return.
 func Main(m *testing.M, opts Options) {
+	if name, args, ok := runtime.ProgramInvocation(os.Args); ok {
+		os.Exit(runProgram(opts, name, args))
+	}
 	os.Exit(run(m, opts))
+}
+
+// runProgram is the test binary acting as `kdiag lab program NAME ARGS...`.
+// It stops at SIGTERM or SIGINT, as kdiag does.
+func runProgram(opts Options, name string, args []string) int {
+	if opts.Program == nil {
+		fmt.Fprintf(os.Stderr, "labtest: asked to run lab program %q, but labtest.Options.Program is nil\n", name)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := opts.Program(ctx, name, args); err != nil && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "lab program %s: %v\n", name, err)
+		return 1
+	}
+	return 0
 }
 
 func run(m *testing.M, opts Options) int {
