@@ -231,7 +231,7 @@ func TestOptionsValidate(t *testing.T) {
 func TestUnreadableRootIsRecorded(t *testing.T) {
 	root := t.TempDir()
 	fss, _ := Usage([]string{root})
-	fss[0].Paths = []string{filepath.Join(root, "gone"), root}
+	fss[0].Paths = []string{filepath.Join(filepath.Dir(root), "gone"), root}
 	fill(t, filepath.Join(root, "x"), 4096)
 	s := Walk(context.Background(), fss[0], Limits{})
 	if len(s.Errors) != 1 || !strings.Contains(s.Errors[0], "gone") || !strings.Contains(s.Errors[0], "no such file") {
