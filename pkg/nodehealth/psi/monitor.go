@@ -121,7 +121,7 @@ func NewMonitor(opts Options, sink nodehealth.Sink, resume map[string]nodehealth
 		}
 		m.state[c.typ] = st
 	}
-	m.pods = podCgroupRoot(opts.CgroupRoots)
+	m.pods = PodCgroupRoot(opts.CgroupRoots)
 	if m.pods == "" {
 		opts.Logger.Info("no cgroup v2 hierarchy with pods; per-pod pressure is not exported", "tried", opts.CgroupRoots)
 	}
@@ -211,7 +211,7 @@ var podDirRE = regexp.MustCompile(`pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}
 func (m *Monitor) exportPods() {
 	mm := m.opts.Metrics
 	mm.PodPSIAvg.Reset()
-	for uid, dir := range podDirs(m.pods) {
+	for uid, dir := range PodDirs(m.pods) {
 		ps, _ := ReadDir(dir, ".pressure")
 		for r, p := range ps {
 			for _, kv := range []struct {
@@ -228,9 +228,9 @@ func (m *Monitor) exportPods() {
 	}
 }
 
-// podCgroupRoot returns the first root that is a cgroup v2 hierarchy
+// PodCgroupRoot returns the first root that is a cgroup v2 hierarchy
 // (it has cgroup.controllers) and holds a kubepods directory.
-func podCgroupRoot(roots []string) string {
+func PodCgroupRoot(roots []string) string {
 	for _, r := range roots {
 		if _, err := os.Stat(filepath.Join(r, "cgroup.controllers")); err != nil {
 			continue
@@ -244,10 +244,10 @@ func podCgroupRoot(roots []string) string {
 	return ""
 }
 
-// podDirs maps pod UIDs to their cgroup directories under root, for both
+// PodDirs maps pod UIDs to their cgroup directories under root, for both
 // the cgroupfs (kubepods/<qos>/pod<uid>) and the systemd
 // (kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid>.slice) layouts.
-func podDirs(root string) map[string]string {
+func PodDirs(root string) map[string]string {
 	out := map[string]string{}
 	for _, pattern := range []string{
 		"kubepods/pod*", "kubepods/*/pod*",

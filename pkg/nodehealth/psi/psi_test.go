@@ -169,13 +169,13 @@ func TestPodDirs(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "cgroup.controllers"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got := podCgroupRoot([]string{t.TempDir(), root}); got != root {
-		t.Errorf("podCgroupRoot = %q, want %q", got, root)
+	if got := PodCgroupRoot([]string{t.TempDir(), root}); got != root {
+		t.Errorf("PodCgroupRoot = %q, want %q", got, root)
 	}
-	got := podDirs(root)
+	got := PodDirs(root)
 	for _, uid := range []string{"0f2b7c1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b", "11111111-2222-3333-4444-555555555555", "22222222-3333-4444-5555-666666666666"} {
 		if got[uid] == "" {
-			t.Errorf("podDirs lacks pod %s: %v", uid, got)
+			t.Errorf("PodDirs lacks pod %s: %v", uid, got)
 		}
 	}
 }
