@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -12,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kdiag/kdiag/pkg/agent"
+	gadgetserver "github.com/kdiag/kdiag/pkg/gadget/server"
+	"github.com/kdiag/kdiag/pkg/gadget/wire"
 	"github.com/kdiag/kdiag/pkg/nodehealth/psi"
 )
 
@@ -76,10 +79,14 @@ func runAgent(ctx context.Context, g *Globals, f *agentFlags) error {
 	if err != nil {
 		return fmt.Errorf("agent: API server configuration: %w", err)
 	}
+	// The trace gadgets, for kdiag trace in cluster mode (docs/commands/trace.md).
+	gadgets := gadgetserver.New(gadgetserver.Options{Node: f.node, NewSource: gadgetserver.KubernetesSource(cfg, f.node), Logger: g.Logger()})
+	defer gadgets.Close()
 	a, err := agent.New(agent.Options{
 		Node: f.node, RESTConfig: cfg, ConfigFiles: append(append([]string{}, f.configs...), f.npdConfigs...),
 		Listen: f.listen, Heartbeat: f.heartbeat, DisablePSI: f.noPSI, Logger: g.Logger(),
-		PSI: psi.Options{ProcDir: f.procPressure, CgroupRoots: f.cgroupRoots, Interval: f.psiInterval, Memory: f.psi, IO: f.psi},
+		PSI:      psi.Options{ProcDir: f.procPressure, CgroupRoots: f.cgroupRoots, Interval: f.psiInterval, Memory: f.psi, IO: f.psi},
+		Handlers: map[string]http.Handler{wire.PathPrefix: gadgets},
 	})
 	if err != nil {
 		return err

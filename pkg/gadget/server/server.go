@@ -1,0 +1,506 @@
+// Package server is the node agent's gadget server: GET
+// /gadgets/{tcp,dns,oomkill} runs that gadget on the agent's node with the
+// request's filters and streams its events as JSON lines (the protocol is
+// in package wire). The CLI reaches it through the API server's pod proxy
+// (package remote), so no port is exposed beyond the agent's own.
+//
+// Each request is one trace session with its own BPF programs. Sessions
+// are limited (Options.MaxSessions); the Kubernetes informers that name
+// pods are started by the first session and kept for Options.Linger after
+// the last one ends, so that an idle agent holds no cluster-wide pod list.
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kdiag/kdiag/pkg/enrich"
+	"github.com/kdiag/kdiag/pkg/gadget"
+	"github.com/kdiag/kdiag/pkg/gadget/dns"
+	"github.com/kdiag/kdiag/pkg/gadget/internal/kernel"
+	"github.com/kdiag/kdiag/pkg/gadget/oomkill"
+	"github.com/kdiag/kdiag/pkg/gadget/render"
+	"github.com/kdiag/kdiag/pkg/gadget/tcp"
+	"github.com/kdiag/kdiag/pkg/gadget/wire"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Node is the agent's node; every event carries it in k8s.node.
+	Node string
+	// NewSource starts what names pods and Services (normally
+	// enrich.NewInformerSource for this node, resolving remote IPs); it
+	// must stop when ctx ends. Nil means events carry no Kubernetes names
+	// and filters are refused.
+	NewSource func(ctx context.Context) (enrich.Source, error)
+	// MaxSessions limits concurrent traces (default 4); more get 429.
+	MaxSessions int
+	// Linger keeps the source after the last session ends (default 2m),
+	// so that a trace started again soon does not list the pods again.
+	Linger time.Duration
+	// Progress is how often a progress line is sent (default 5s); it also
+	// keeps idle streams alive through proxies.
+	Progress time.Duration
+	// FlushEvery bounds how long an event waits in the buffer (default
+	// 100ms). Flushing each event would cost a write per event.
+	FlushEvery time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is an http.Handler for /gadgets/.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+	sem  chan struct{}
+
+	mu     sync.Mutex
+	src    *sourceState
+	users  int
+	linger *time.Timer
+}
+
+type sourceState struct {
+	done   chan struct{}
+	src    enrich.Source
+	err    error
+	cancel context.CancelFunc
+}
+
+// New returns a Server.
+func New(opts Options) *Server {
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = 4
+	}
+	if opts.Linger <= 0 {
+		opts.Linger = 2 * time.Minute
+	}
+	if opts.Progress <= 0 {
+		opts.Progress = 5 * time.Second
+	}
+	if opts.FlushEvery <= 0 {
+		opts.FlushEvery = 100 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Server{opts: opts, log: opts.Logger, sem: make(chan struct{}, opts.MaxSessions)}
+}
+
+// Close stops the source, if one is running. Sessions still running keep
+// their own references and end with their requests.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.linger != nil {
+		s.linger.Stop()
+		s.linger = nil
+	}
+	if s.src != nil {
+		s.src.cancel()
+		s.src = nil
+	}
+}
+
+// httpError is an error with the status the client gets.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func fail(w http.ResponseWriter, code int, format string, args ...any) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	fmt.Fprintln(w, fmt.Sprintf(format, args...))
+}
+
+// statusOf maps a gadget's start error to an HTTP status.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, enrich.ErrNoMatch):
+		// The request is valid but selects nothing on this node.
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, kernel.ErrPermission):
+		return http.StatusForbidden
+	case errors.Is(err, kernel.ErrUnsupported):
+		return http.StatusNotImplemented
+	}
+	return http.StatusInternalServerError
+}
+
+// ServeHTTP runs one trace session.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		fail(w, http.StatusMethodNotAllowed, "%s: only GET", r.Method)
+		return
+	}
+	name := r.URL.Path
+	if i := strings.LastIndex(name, wire.PathPrefix); i >= 0 {
+		name = name[i+len(wire.PathPrefix):]
+	}
+	if _, ok := starters()[name]; !ok {
+		fail(w, http.StatusNotFound, "no gadget %q on this agent (have: %s)", name, strings.Join(wire.Gadgets(), ", "))
+		return
+	}
+	params, err := wire.ParseParams(r.URL.Query())
+	if err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	filter, err := params.Filter()
+	if err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	select {
+	case s.sem <- struct{}{}:
+		defer func() { <-s.sem }()
+	default:
+		fail(w, http.StatusTooManyRequests, "node %s: %d traces already running on this agent; try again when one ends", s.opts.Node, cap(s.sem))
+		return
+	}
+	if err := s.session(w, r, name, params, filter); err != nil {
+		var he *httpError
+		if errors.As(err, &he) {
+			fail(w, he.code, "node %s: %s", s.opts.Node, he.msg)
+			return
+		}
+		s.log.Warn("gadget session", "gadget", name, "err", err)
+	}
+}
+
+// session runs the gadget; an *httpError return means nothing was
+// written yet.
+func (s *Server) session(w http.ResponseWriter, r *http.Request, name string, params wire.Params, filter enrich.Filter) error {
+	ctx := r.Context()
+	var warning string
+	src, release, err := s.source(ctx)
+	if err != nil {
+		if !filter.Empty() {
+			return &httpError{http.StatusServiceUnavailable, fmt.Sprintf("filter %s needs the API server, which the agent cannot read: %v", filter, err)}
+		}
+		warning = fmt.Sprintf("the agent cannot read pods from the API server (%v); events carry no Kubernetes names", err)
+	}
+	defer release()
+	en := enrich.New(enrich.Options{Source: src, NodeName: s.opts.Node, Logger: s.log})
+
+	out := newStream(w, s.opts.Node, s.opts.FlushEvery)
+	opts := gadget.Options{
+		Enricher: en, Filter: filter, RingBytes: params.RingMiB << 20, Logger: s.log,
+		OnLost: func(lost, missed uint64) { out.lost(lost, missed) },
+	}
+	g, err := starters()[name](opts, params)
+	if err != nil {
+		return &httpError{statusOf(err), err.Error()}
+	}
+	defer g.close()
+
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	out.onError = cancelRun
+	if params.Duration > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(runCtx, params.Duration)
+		defer cancel()
+	}
+	w.Header().Set("Content-Type", wire.ContentType)
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	out.control(wire.Control{Stream: wire.KindStart, Gadget: name, Filter: filter.String()})
+	if warning != "" {
+		out.control(wire.Control{Stream: wire.KindWarning, Error: warning})
+	}
+	out.flush()
+	stopTicker := out.tick(runCtx, s.opts.Progress)
+	st, runErr := g.run(runCtx, out)
+	stopTicker()
+	end := wire.Control{Stream: wire.KindEnd, Stats: &st}
+	if runErr != nil {
+		end.Error = runErr.Error()
+	}
+	out.control(end)
+	out.close()
+	s.log.Debug("gadget session ended", "gadget", name, "filter", filter.String(), "events", st.Events, "lost", st.Lost, "err", runErr)
+	return nil
+}
+
+// source returns the shared source, starting it when needed, and a
+// release func to call when the session ends (also after an error).
+func (s *Server) source(ctx context.Context) (enrich.Source, func(), error) {
+	if s.opts.NewSource == nil {
+		return nil, func() {}, errors.New("no Kubernetes access configured")
+	}
+	s.mu.Lock()
+	if s.linger != nil {
+		s.linger.Stop()
+		s.linger = nil
+	}
+	s.users++
+	st := s.src
+	if st == nil {
+		sctx, cancel := context.WithCancel(context.Background())
+		st = &sourceState{done: make(chan struct{}), cancel: cancel}
+		s.src = st
+		go func() {
+			st.src, st.err = s.opts.NewSource(sctx)
+			close(st.done)
+		}()
+	}
+	s.mu.Unlock()
+	var once sync.Once
+	release := func() { once.Do(s.release) }
+	select {
+	case <-st.done:
+	case <-ctx.Done():
+		release()
+		return nil, func() {}, ctx.Err()
+	}
+	if st.err != nil {
+		s.mu.Lock()
+		if s.src == st { // the next session tries again
+			s.src = nil
+			st.cancel()
+		}
+		s.mu.Unlock()
+		release()
+		return nil, func() {}, st.err
+	}
+	return st.src, release, nil
+}
+
+func (s *Server) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users--
+	if s.users > 0 || s.src == nil {
+		return
+	}
+	st := s.src
+	s.linger = time.AfterFunc(s.opts.Linger, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.users == 0 && s.src == st {
+			st.cancel()
+			s.src = nil
+		}
+	})
+}
+
+// running is a started gadget.
+type running struct {
+	run   func(ctx context.Context, out *stream) (gadget.Stats, error)
+	close func()
+}
+
+type starter func(gadget.Options, wire.Params) (running, error)
+
+// starters returns the gadgets by name; each is attached when its
+// starter returns.
+func starters() map[string]starter {
+	return map[string]starter{
+		wire.TCP: func(o gadget.Options, p wire.Params) (running, error) {
+			t, err := tcp.New(tcp.Options{Options: o, FailuresOnly: p.FailuresOnly})
+			if err != nil {
+				return running{}, err
+			}
+			return running{
+				run: func(ctx context.Context, out *stream) (gadget.Stats, error) {
+					return t.Run(ctx, func(ev tcp.Event) { out.event(func(w *render.Writer) error { return w.TCP(ev) }) })
+				},
+				close: func() { _ = t.Close() },
+			}, nil
+		},
+		wire.DNS: func(o gadget.Options, p wire.Params) (running, error) {
+			t, err := dns.New(dns.Options{Options: o, Timeout: p.DNSTimeout, Ports: p.DNSPorts})
+			if err != nil {
+				return running{}, err
+			}
+			return running{
+				run: func(ctx context.Context, out *stream) (gadget.Stats, error) {
+					return t.Run(ctx, func(ev dns.Event) { out.event(func(w *render.Writer) error { return w.DNS(ev) }) })
+				},
+				close: func() { _ = t.Close() },
+			}, nil
+		},
+		wire.OOMKill: func(o gadget.Options, _ wire.Params) (running, error) {
+			t, err := oomkill.New(oomkill.Options{Options: o})
+			if err != nil {
+				return running{}, err
+			}
+			return running{
+				run: func(ctx context.Context, out *stream) (gadget.Stats, error) {
+					return t.Run(ctx, func(ev oomkill.Event) { out.event(func(w *render.Writer) error { return w.OOMKill(ev) }) })
+				},
+				close: func() { _ = t.Close() },
+			}, nil
+		},
+	}
+}
+
+// stream writes the response: events through render's JSON writer (the
+// same JSON as -o json) and control lines, buffered and flushed at most
+// FlushEvery after a write. The gadget's callback, OnLost and the progress
+// ticker write from different goroutines, hence the mutex.
+type stream struct {
+	mu      sync.Mutex
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	buf     *bufio.Writer
+	enc     *render.Writer
+	node    string
+	dirty   bool
+	err     error
+	events  uint64
+	lostN   uint64
+	missed  uint64
+	onError func()
+	every   time.Duration
+	timer   *time.Timer
+}
+
+func newStream(w http.ResponseWriter, node string, every time.Duration) *stream {
+	buf := bufio.NewWriterSize(w, 64<<10)
+	return &stream{w: w, rc: http.NewResponseController(w), buf: buf, enc: render.NewWriter(buf, render.JSON, nil), node: node, every: every}
+}
+
+// event writes one event.
+func (s *stream) event(write func(*render.Writer) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	s.events++
+	s.setErr(write(s.enc))
+	s.dirtyLocked()
+}
+
+func (s *stream) lost(lost, missed uint64) {
+	s.mu.Lock()
+	s.lostN, s.missed = lost, missed
+	st := gadget.Stats{Events: s.events, Lost: lost, Missed: missed}
+	s.mu.Unlock()
+	s.control(wire.Control{Stream: wire.KindLost, Stats: &st})
+}
+
+func (s *stream) control(c wire.Control) {
+	c.Node = s.node
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	s.setErr(s.enc.JSON(c))
+	s.dirtyLocked()
+}
+
+// dirtyLocked arms the flush timer after a write.
+func (s *stream) dirtyLocked() {
+	if s.dirty || s.err != nil {
+		return
+	}
+	s.dirty = true
+	if s.timer == nil {
+		s.timer = time.AfterFunc(s.every, s.flush)
+	} else {
+		s.timer.Reset(s.every)
+	}
+}
+
+func (s *stream) flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dirty = false
+	if s.err != nil {
+		return
+	}
+	if err := s.buf.Flush(); err != nil {
+		s.setErr(err)
+		return
+	}
+	s.setErr(s.rc.Flush())
+}
+
+// close flushes and stops the flush timer: nothing may write to the
+// ResponseWriter once the handler has returned.
+func (s *stream) close() {
+	s.flush()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	if s.err == nil {
+		s.err = errClosed
+	}
+}
+
+var errClosed = errors.New("stream closed")
+
+// setErr records the first write error (the client went away) and stops
+// the trace.
+func (s *stream) setErr(err error) {
+	if err == nil || s.err != nil {
+		return
+	}
+	s.err = err
+	if s.onError != nil {
+		s.onError()
+	}
+}
+
+// tick sends progress lines until ctx ends or the returned stop is called.
+func (s *stream) tick(ctx context.Context, every time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.mu.Lock()
+				st := gadget.Stats{Events: s.events, Lost: s.lostN, Missed: s.missed}
+				s.mu.Unlock()
+				s.control(wire.Control{Stream: wire.KindProgress, Stats: &st})
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// KubernetesSource returns a NewSource for the agent: informers on this
+// node's pods (to name processes and apply filters) and on every pod and
+// Service (to name the far end of a connection), listed with the agent's
+// credentials. The first trace session pays for the initial list.
+func KubernetesSource(cfg *rest.Config, node string) func(context.Context) (enrich.Source, error) {
+	return func(ctx context.Context) (enrich.Source, error) {
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("API client: %w", err)
+		}
+		src, err := enrich.NewInformerSource(ctx, cs, enrich.InformerOptions{NodeName: node, ResolveRemote: true, SyncTimeout: 30 * time.Second})
+		if err != nil {
+			return nil, err
+		}
+		return src, nil
+	}
+}
