@@ -43,6 +43,16 @@ type Spec struct {
 	// Detached starts the process in a new session so that it survives the
 	// caller. Otherwise the process gets SIGKILL when the caller dies.
 	Detached bool
+	// Netns, when set, is a network namespace file (/run/netns/NAME or
+	// /proc/PID/ns/net) the process starts in.
+	Netns string
+	// Cgroups are cgroup directories the process joins: a cgroup2 one from
+	// its very start (clone into the cgroup), cgroup v1 ones (such as the
+	// v1 memory hierarchy's) right after it started.
+	Cgroups []string
+	// Cgroup2 is the cgroup2 mount point, to tell the entries of Cgroups
+	// apart; empty means none of them is a cgroup2 directory.
+	Cgroup2 string
 }
 
 // Record identifies a started process.
@@ -102,6 +112,21 @@ func Start(spec Spec) (*Process, error) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
 
+	var v1Cgroups []string
+	for _, dir := range spec.Cgroups {
+		if spec.Cgroup2 != "" && strings.HasPrefix(dir+"/", strings.TrimSuffix(spec.Cgroup2, "/")+"/") {
+			cg, err := os.Open(dir)
+			if err != nil {
+				return nil, fmt.Errorf("start %s: open cgroup: %w", spec.Name, err)
+			}
+			defer cg.Close()
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+			continue
+		}
+		v1Cgroups = append(v1Cgroups, dir)
+	}
+
 	p := &Process{
 		Record: Record{Name: spec.Name, Path: path, Args: spec.Args, LogFile: spec.LogFile, Detached: spec.Detached},
 		done:   make(chan struct{}),
@@ -114,19 +139,40 @@ func Start(spec Spec) (*Process, error) {
 		// goroutine pins its thread for the child's whole life and only
 		// lets it go after reaping the child.
 		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
+		// A child starts in the network namespace of the thread that
+		// forks it. A thread moved to another namespace is never handed
+		// back to the Go scheduler: the goroutine ends locked, and the
+		// runtime destroys the thread.
+		moved, err := enterNetns(spec.Netns)
+		if err != nil {
 			runtime.UnlockOSThread()
+			started <- err
+			return
+		}
+		if err := cmd.Start(); err != nil {
+			if !moved {
+				runtime.UnlockOSThread()
+			}
 			started <- err
 			return
 		}
 		started <- nil
 		p.err = cmd.Wait()
-		runtime.UnlockOSThread()
+		if !moved {
+			runtime.UnlockOSThread()
+		}
 	}()
 	if err := <-started; err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", spec.Name, path, err)
 	}
 	p.PID = cmd.Process.Pid
+	for _, dir := range v1Cgroups {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(p.PID)), 0o644); err != nil {
+			_ = cmd.Process.Kill()
+			<-p.done
+			return nil, fmt.Errorf("start %s: join cgroup %s: %w", spec.Name, dir, err)
+		}
+	}
 	st, err := ReadStat(p.PID)
 	if err != nil {
 		// The child exited already; its start time is unknown, and a
@@ -136,6 +182,23 @@ func Start(spec Spec) (*Process, error) {
 	}
 	p.StartTicks = st.StartTicks
 	return p, nil
+}
+
+// enterNetns moves the calling, locked thread into the network namespace
+// file path (nothing when path is empty) and reports whether it did.
+func enterNetns(path string) (bool, error) {
+	if path == "" {
+		return false, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false, fmt.Errorf("open network namespace: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		return false, fmt.Errorf("enter network namespace %s: %w", path, err)
+	}
+	return true, nil
 }
 
 // ErrExited reports a process that exited before Start could record it.
