@@ -14,6 +14,7 @@ import (
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/drain"
 	"github.com/kdiag/kdiag/pkg/findings"
+	"github.com/kdiag/kdiag/pkg/ops"
 )
 
 // drainStallExitCode is the exit code of `drain check` when the drain would
@@ -82,6 +83,9 @@ func newDrainRunCommand(g *Globals) *cobra.Command {
 		Long: `run cordons the nodes, then drains them one after another through the eviction API,
 retrying refused evictions, and stops after --timeout (default 5m, unlike kubectl's
 forever), naming the pods and PodDisruptionBudgets that blocked it. The nodes stay cordoned.
+Every run is recorded as an Operation (kdiag.io/v1alpha1) with its steps, error and a
+hint: see "kdiag ops last --node NODE". Without the Operation CRD, or without the right
+to write it, the drain still runs and prints one warning.
 
 Exit codes: 0 drained, 2 timed out on a blocker, 1 error.`,
 		Example: `  kdiag drain run aks-np1-12345-vmss000000 --ignore-daemonsets
@@ -178,7 +182,7 @@ func runDrainRun(cmd *cobra.Command, g *Globals, f *drainFlags, args []string) e
 	if err := drainTargets(f, args); err != nil {
 		return err
 	}
-	_, cs, err := drainClient(g)
+	cfg, cs, err := drainClient(g)
 	if err != nil {
 		return err
 	}
@@ -197,7 +201,11 @@ func runDrainRun(cmd *cobra.Command, g *Globals, f *drainFlags, args []string) e
 	if isTerminal(g.Streams.ErrOut) {
 		opts.Progress = g.Streams.ErrOut
 	}
-	err = drain.Run(ctx, cs, nodes, opts)
+	rec, err := ops.NewRecorder(cfg, ops.RecorderOptions{Initiator: ops.Initiator(ctx, cs, "kdiag drain run"), Warn: g.Streams.ErrOut})
+	if err != nil {
+		return err
+	}
+	err = drain.RunRecorded(ctx, cs, rec, nodes, f.selector, opts)
 	if drain.IsStalled(err) {
 		return &ExitError{Code: drainStallExitCode, Err: err}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kdiag/kdiag/pkg/apis/kdiag/v1alpha1"
+	"github.com/kdiag/kdiag/pkg/ops"
 	"github.com/kdiag/kdiag/pkg/pdb"
 )
 
@@ -34,6 +37,11 @@ type RunOptions struct {
 	// Progress, if set, receives retry notices (the CLI passes stderr only
 	// on a terminal).
 	Progress io.Writer
+	// Record, if set, receives the drain's steps: one per cordon, one per
+	// evicted pod (failed with the last refusal when the drain stalls).
+	// Run does not finish it: RunRecorded does, or the caller that owns a
+	// larger operation (a node repair drains before a reimage).
+	Record *ops.Record
 }
 
 // DefaultTimeout is the default bound of a drain.
@@ -103,9 +111,13 @@ func Run(ctx context.Context, cs kubernetes.Interface, nodes []string, o RunOpti
 		}
 	}
 	for _, n := range nodes {
+		step := o.Record.Step(ctx, "cordon "+n, "")
 		if _, err := cs.CoreV1().Nodes().Patch(ctx, n, types.MergePatchType, []byte(`{"spec":{"unschedulable":true}}`), metav1.PatchOptions{FieldManager: "kdiag-drain"}); err != nil {
-			return nodeError(n, "cordon (patch)", err)
+			err = nodeError(n, "cordon (patch)", err)
+			step.Done(ctx, err, "")
+			return err
 		}
+		step.Done(ctx, nil, "")
 		fmt.Fprintf(o.Out, "node/%s cordoned\n", n)
 	}
 	for _, n := range nodes {
@@ -115,6 +127,62 @@ func Run(ctx context.Context, cs kubernetes.Interface, nodes []string, o RunOpti
 		fmt.Fprintf(o.Out, "node/%s drained\n", n)
 	}
 	return nil
+}
+
+// RunRecorded runs Run as one recorded Drain operation: it starts the
+// record (target: the nodes, or the selector that chose them), passes it to
+// Run and finishes it with Run's error and Hint(err). It returns Run's
+// error; recording problems are only warnings (see ops.Recorder).
+func RunRecorded(ctx context.Context, cs kubernetes.Interface, r *ops.Recorder, nodes []string, selector string, o RunOptions) error {
+	target := v1alpha1.OperationTarget{Nodes: nodes, Selector: selector, Name: selector}
+	if target.Name == "" {
+		target.Name = strings.Join(nodes, ",")
+	}
+	rec, err := r.Start(ctx, v1alpha1.Operation{Spec: v1alpha1.OperationSpec{Type: v1alpha1.TypeDrain, Target: target}})
+	if err != nil {
+		return fmt.Errorf("record the drain: %w", err)
+	}
+	o.Record = rec
+	err = Run(ctx, cs, nodes, o)
+	return rec.Finish(ctx, err, Hint(err))
+}
+
+// Hint is the troubleshooting hint of a failed drain, for its operation
+// record: the budgets that refused the evictions and the way out.
+func Hint(err error) string {
+	var s *StalledError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &s):
+		var pdbs, terminating []string
+		for _, r := range s.Refused {
+			switch {
+			case r.PDB != "":
+				for _, p := range strings.Split(r.PDB, ",") {
+					if !slices.Contains(pdbs, p) {
+						pdbs = append(pdbs, p)
+					}
+				}
+			default:
+				terminating = append(terminating, r.Pod)
+			}
+		}
+		var parts []string
+		if len(pdbs) > 0 {
+			parts = append(parts, fmt.Sprintf("PodDisruptionBudget %s allows no disruption: add replicas to the workload or relax the budget; `kdiag drain check %s` proposes both fixes, checked by server-side dry run", strings.Join(pdbs, ", "), s.Node))
+		}
+		if len(terminating) > 0 {
+			parts = append(parts, fmt.Sprintf("pod(s) %s were evicted but are still terminating: look at their finalizers and terminationGracePeriodSeconds", strings.Join(terminating, ", ")))
+		}
+		return strings.Join(parts, "; ")
+	case strings.Contains(err.Error(), "forbidden"):
+		return "the account lacks rights a drain needs (patch nodes, create pods/eviction): check its RBAC with `kubectl auth can-i create pods/eviction -A`"
+	case strings.Contains(err.Error(), "cannot delete"):
+		return "kubectl drain's filters refused some pods: pass --ignore-daemonsets, --delete-emptydir-data or --force as kubectl drain would, after checking what they lose"
+	default:
+		return ""
+	}
 }
 
 func nodeError(node, verb string, err error) error {
@@ -153,13 +221,24 @@ func drainOne(ctx context.Context, cs kubernetes.Interface, node string, o RunOp
 		}
 	}
 	if len(refused) > 0 {
-		return fmt.Errorf("node %s: %s", node, strings.Join(refused, "; "))
+		err := fmt.Errorf("node %s: %s", node, strings.Join(refused, "; "))
+		o.Record.Step(ctx, "check pods on "+node, "").Done(ctx, err, "")
+		return err
 	}
 	last := map[string]Refusal{}
 	pending := map[types.UID]corev1.Pod{}
+	steps := map[types.UID]*ops.Step{}
 	for _, p := range pods {
 		pending[p.UID] = p
 		fmt.Fprintf(o.Out, "evicting pod %s/%s\n", p.Namespace, p.Name)
+		steps[p.UID] = o.Record.Step(ctx, "evict pod "+p.Namespace+"/"+p.Name, "on "+node)
+	}
+	// fail ends the open eviction steps when the drain stops on an error.
+	fail := func(err error) error {
+		for _, s := range steps {
+			s.Done(ctx, err, "")
+		}
+		return err
 	}
 	evicted := map[types.UID]bool{}
 	for {
@@ -175,19 +254,21 @@ func drainOne(ctx context.Context, cs kubernetes.Interface, node string, o RunOp
 					fmt.Fprintf(o.Progress, "error when evicting pods/%q -n %q (will retry after %s): %s\n", p.Name, p.Namespace, o.RetryInterval, oneLine(err))
 				case ctx.Err() != nil:
 				case apierrors.IsForbidden(err):
-					return fmt.Errorf("evict pod %s/%s: forbidden: your account may not create pods/eviction in namespace %s: %s", p.Namespace, p.Name, p.Namespace, oneLine(err))
+					return fail(fmt.Errorf("evict pod %s/%s: forbidden: your account may not create pods/eviction in namespace %s: %s", p.Namespace, p.Name, p.Namespace, oneLine(err)))
 				default:
-					return fmt.Errorf("evict pod %s/%s: %w", p.Namespace, p.Name, err)
+					return fail(fmt.Errorf("evict pod %s/%s: %w", p.Namespace, p.Name, err))
 				}
 			}
 			if evicted[uid] {
 				gone, err := podGone(ctx, cs, &p)
 				if err != nil && ctx.Err() == nil {
-					return err
+					return fail(err)
 				}
 				if gone {
 					fmt.Fprintf(o.Out, "pod/%s evicted\n", p.Name)
 					delete(pending, uid)
+					steps[uid].Done(ctx, nil, "evicted")
+					delete(steps, uid)
 				}
 			}
 		}
@@ -200,13 +281,25 @@ func drainOne(ctx context.Context, cs kubernetes.Interface, node string, o RunOp
 		}
 		select {
 		case <-ctx.Done():
-			return stalled(node, o.Timeout, pending, last)
+			st := stalled(node, o.Timeout, pending, last)
+			for _, r := range st.Refused {
+				for uid, p := range pending {
+					if p.Namespace+"/"+p.Name == r.Pod {
+						msg := r.Message
+						if r.PDB != "" {
+							msg = "blocked by PodDisruptionBudget " + r.PDB + ": " + msg
+						}
+						steps[uid].Done(ctx, st, msg)
+					}
+				}
+			}
+			return st
 		case <-time.After(wait):
 		}
 	}
 }
 
-func stalled(node string, timeout time.Duration, pending map[types.UID]corev1.Pod, last map[string]Refusal) error {
+func stalled(node string, timeout time.Duration, pending map[types.UID]corev1.Pod, last map[string]Refusal) *StalledError {
 	e := &StalledError{Node: node, Timeout: timeout}
 	for _, p := range pending {
 		ref := p.Namespace + "/" + p.Name
