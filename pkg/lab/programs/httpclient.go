@@ -130,4 +130,3 @@ func urlsFromEnv(env Env) []string {
 	}
 	return out
 }
-
