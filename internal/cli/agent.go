@@ -11,10 +11,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/kdiag/kdiag/pkg/agent"
 	gadgetserver "github.com/kdiag/kdiag/pkg/gadget/server"
 	"github.com/kdiag/kdiag/pkg/gadget/wire"
+	"github.com/kdiag/kdiag/pkg/nodehealth/diagnose"
+	"github.com/kdiag/kdiag/pkg/nodehealth/disk"
 	"github.com/kdiag/kdiag/pkg/nodehealth/psi"
 )
 
@@ -24,6 +27,10 @@ type agentFlags struct {
 	heartbeat, psiInterval           time.Duration
 	noPSI                            bool
 	psi                              psi.Threshold
+	noDisk                           bool
+	disk                             disk.Options
+	diag                             diagnose.Options
+	reportInterval                   time.Duration
 }
 
 func newAgentCommand(g *Globals) *cobra.Command {
@@ -42,6 +49,11 @@ watches it:
                  with hysteresis; every value (and per-pod cgroup v2 pressure) as a metric.
   exporter       node conditions as one merge patch of nodes/status per change plus
                  a heartbeat; Events on the Node, and OOM kills on the victim's Pod.
+  disk           usage of the kubelet, runtime and log filesystems; DiskUsageHigh
+                 with hysteresis and a bounded walk for the top consumers.
+  diagnose       GET /diagnose returns the NotReady diagnostic (JSON, ?format=text);
+                 when the node degrades one is stored in ConfigMap
+                 kube-system/kdiag-node-report-<node>.
 
 A restart resumes from the conditions on the Node. A config, log source or PSI
 that cannot be read is reported (log and /healthz) and the rest keeps running.
@@ -65,7 +77,37 @@ See docs/commands/agent.md.`,
 	fl.Float64Var(&f.psi.SetAvg60, "psi-set-avg60", f.psi.SetAvg60, "... or when some avg60 reaches this percentage")
 	fl.Float64Var(&f.psi.ClearAvg10, "psi-clear-avg10", f.psi.ClearAvg10, "clear it only when some avg10 is below this percentage")
 	fl.Float64Var(&f.psi.ClearAvg60, "psi-clear-avg60", f.psi.ClearAvg60, "... and some avg60 is below this percentage")
+	addDiskDiagnoseFlags(fl, f)
 	return cmd
+}
+
+// addDiskDiagnoseFlags registers the disk monitor's and the NotReady
+// diagnostic's flags (docs/commands/agent.md).
+func addDiskDiagnoseFlags(fl *pflag.FlagSet, f *agentFlags) {
+	lim := disk.DefaultLimits()
+	f.disk = disk.Options{SetPercent: 85, ClearPercent: 80, Limits: lim}
+	fl.BoolVar(&f.noDisk, "no-disk", false, "do not watch disk usage")
+	fl.StringArrayVar(&f.disk.Paths, "disk-path", disk.DefaultPaths(), "directory whose filesystem is watched (repeatable; filesystems are deduplicated)")
+	fl.DurationVar(&f.disk.Interval, "disk-interval", time.Minute, "how often to read disk usage")
+	fl.Float64Var(&f.disk.SetPercent, "disk-threshold", f.disk.SetPercent, "set DiskUsageHigh and walk for top consumers when bytes or inodes used reach this percentage")
+	fl.Float64Var(&f.disk.ClearPercent, "disk-clear-threshold", f.disk.ClearPercent, "clear DiskUsageHigh only when both are below this percentage")
+	fl.IntVar(&f.disk.Limits.MaxEntries, "disk-walk-max-entries", lim.MaxEntries, "top-consumer walk: most directory entries looked at")
+	fl.IntVar(&f.disk.Limits.MaxDepth, "disk-walk-max-depth", lim.MaxDepth, "top-consumer walk: deepest level entered below a watched path")
+	fl.DurationVar(&f.disk.Limits.MaxDuration, "disk-walk-max-duration", lim.MaxDuration, "top-consumer walk: longest time")
+	d := &f.diag
+	fl.StringVar(&d.ProcDir, "proc", "/proc", "the host's /proc: kubelet and runtime processes, and PID 1's default route")
+	fl.StringVar(&d.MemoryV1Root, "cgroup-v1-memory", "/sys/fs/cgroup/memory", "cgroup v1 memory hierarchy (pod memory when cgroup v2 has no memory controller)")
+	fl.StringVar(&d.CPUAcctV1Root, "cgroup-v1-cpuacct", "/sys/fs/cgroup/cpuacct", "cgroup v1 cpuacct hierarchy (pod CPU when cgroup v2 has no pod cgroups)")
+	fl.StringVar(&d.KubeletHealthz, "kubelet-healthz", diagnose.DefaultKubeletHealthz, `kubelet health URL ("" to skip)`)
+	fl.StringSliceVar(&d.KubeletProcesses, "kubelet-process", []string{"kubelet"}, "command names of the kubelet in /proc")
+	fl.StringVar(&d.RuntimeName, "runtime", "containerd", "container runtime name")
+	fl.StringVar(&d.RuntimeHealthz, "runtime-healthz", "", "container runtime health URL (containerd has none over HTTP)")
+	fl.StringSliceVar(&d.RuntimeProcesses, "runtime-process", []string{"containerd"}, "command names of the container runtime in /proc")
+	fl.StringVar(&d.DNSServer, "cluster-dns", "", "host:port of the cluster DNS (default: Service kube-system/kube-dns, port 53)")
+	fl.StringVar(&d.ClusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain")
+	fl.DurationVar(&d.ProbeTimeout, "probe-timeout", 3*time.Second, "timeout of each diagnostic probe (API server, DNS, healthz)")
+	fl.DurationVar(&d.CPUWindow, "diagnose-cpu-window", time.Second, "how long the diagnostic samples pod CPU")
+	fl.DurationVar(&f.reportInterval, "report-interval", agent.DefaultReportInterval, "least time between two diagnostics recorded when the node degrades (negative: never)")
 }
 
 func runAgent(ctx context.Context, g *Globals, f *agentFlags) error {
@@ -87,6 +129,7 @@ func runAgent(ctx context.Context, g *Globals, f *agentFlags) error {
 		Listen: f.listen, Heartbeat: f.heartbeat, DisablePSI: f.noPSI, Logger: g.Logger(),
 		PSI:      psi.Options{ProcDir: f.procPressure, CgroupRoots: f.cgroupRoots, Interval: f.psiInterval, Memory: f.psi, IO: f.psi},
 		Handlers: map[string]http.Handler{wire.PathPrefix: gadgets},
+		Disk:     f.disk, DisableDisk: f.noDisk, Diagnose: f.diag, ReportInterval: f.reportInterval,
 	})
 	if err != nil {
 		return err
@@ -97,7 +140,7 @@ func runAgent(ctx context.Context, g *Globals, f *agentFlags) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if addr := a.Addr(); addr != "" {
-		fmt.Fprintf(g.Streams.ErrOut, "kdiag agent: node %s, /metrics and /healthz on http://%s\n", f.node, addr)
+		fmt.Fprintf(g.Streams.ErrOut, "kdiag agent: node %s, /metrics, /healthz and /diagnose on http://%s\n", f.node, addr)
 	}
 	return a.Run(ctx)
 }

@@ -1,6 +1,8 @@
-// Package agent wires kdiag's node agent: NPD-format log monitors and the
-// PSI monitor feed conditions and events to the API-server exporter and to
-// the Prometheus metrics, served with /healthz on an HTTP listener.
+// Package agent wires kdiag's node agent: NPD-format log monitors, the PSI
+// monitor and the disk monitor feed conditions and events to the API-server
+// exporter and to the Prometheus metrics, served with /healthz and the
+// NotReady diagnostic (/diagnose) on an HTTP listener; when the node
+// degrades the agent records a diagnostic in the cluster by itself.
 package agent
 
 import (
@@ -20,6 +22,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kdiag/kdiag/pkg/nodehealth"
+	"github.com/kdiag/kdiag/pkg/nodehealth/diagnose"
+	"github.com/kdiag/kdiag/pkg/nodehealth/disk"
 	"github.com/kdiag/kdiag/pkg/nodehealth/exporter"
 	"github.com/kdiag/kdiag/pkg/nodehealth/logmon"
 	"github.com/kdiag/kdiag/pkg/nodehealth/metrics"
@@ -43,6 +47,18 @@ type Options struct {
 	PSI psi.Options
 	// DisablePSI turns the PSI monitor off.
 	DisablePSI bool
+	// Disk configures the disk monitor; Disk.Registerer and Disk.Logger
+	// are set by the agent.
+	Disk disk.Options
+	// DisableDisk turns the disk monitor off.
+	DisableDisk bool
+	// Diagnose configures the NotReady diagnostic; Node, Client, Pods, Disk
+	// and the disk paths and threshold are set by the agent.
+	Diagnose diagnose.Options
+	// ReportInterval is the least time between two reports the agent
+	// records by itself when the node degrades (default 10m; negative
+	// turns automatic reports off; GET /diagnose always works).
+	ReportInterval time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Handlers are extra HTTP endpoints served next to /metrics and
@@ -64,6 +80,7 @@ type Agent struct {
 	problems []string
 	resumed  bool
 	exp      *exporter.Exporter
+	reporter *reporter
 }
 
 // New loads the monitor configs and opens the listener. A config that does
@@ -97,7 +114,13 @@ func New(opts Options) (*Agent, error) {
 		}
 		a.configs = append(a.configs, c)
 	}
-	if len(a.configs) == 0 && opts.DisablePSI {
+	if !opts.DisableDisk {
+		// Check the thresholds now: a bad flag is an error at start.
+		if err := withDiskDefaults(opts.Disk).Validate(); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
+	if len(a.configs) == 0 && opts.DisablePSI && opts.DisableDisk {
 		return nil, fmt.Errorf("agent: nothing to run: %s", strings.Join(a.problems, "; "))
 	}
 	if opts.Listen != "" {
@@ -182,8 +205,34 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := pods.Start(ctx, 10*time.Second); err != nil {
 		a.problem(fmt.Errorf("OOM events will lack pod details until the pod list arrives: %w", err))
 	}
-	sink := nodehealth.Tee(exp, a.metrics.Sink())
+	// The reporter watches the conditions (as a sink) and the Node's Ready
+	// condition, and records a diagnostic when one turns bad.
+	rp := newReporter(a, a.opts.ReportInterval)
+	sinks := []nodehealth.Sink{exp, a.metrics.Sink()}
+	if rp.interval > 0 {
+		sinks = append(sinks, rp)
+	}
+	sink := nodehealth.Tee(sinks...)
 	g.Go(func() error { return exp.Run(ctx) })
+	var dm *disk.Monitor
+	if !a.opts.DisableDisk {
+		do := withDiskDefaults(a.opts.Disk)
+		do.Registerer, do.Logger = a.metrics.Registry, a.log
+		if dm, err = disk.NewMonitor(do, sink, resume); err != nil {
+			a.problem(fmt.Errorf("disk monitor off: %w", err))
+			dm = nil
+		} else {
+			g.Go(func() error { return dm.Run(ctx) })
+		}
+	}
+	rp.diag = diagnose.New(a.diagnoseOptions(pods, dm))
+	a.mu.Lock()
+	a.reporter = rp
+	a.mu.Unlock()
+	if rp.interval > 0 {
+		g.Go(func() error { rp.watchReady(ctx); return nil })
+		g.Go(func() error { rp.run(ctx); return nil })
+	}
 
 	for _, c := range a.configs {
 		m := logmon.NewMonitor(c, sink, resume, nil)
@@ -217,6 +266,39 @@ func (a *Agent) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// withDiskDefaults applies the disk monitor's default thresholds.
+func withDiskDefaults(o disk.Options) disk.Options {
+	if o.SetPercent == 0 && o.ClearPercent == 0 {
+		o.SetPercent, o.ClearPercent = 85, 80
+	}
+	return o
+}
+
+// diagnoseOptions completes the diagnostic's options with what the agent
+// has: its client, pod cache and disk monitor.
+func (a *Agent) diagnoseOptions(pods diagnose.PodResolver, dm *disk.Monitor) diagnose.Options {
+	o := a.opts.Diagnose
+	o.Node, o.Client, o.Pods = a.opts.Node, a.cs, pods
+	o.APIServerHost = a.opts.RESTConfig.Host
+	if dm != nil {
+		o.Disk = dm
+	}
+	do := withDiskDefaults(a.opts.Disk)
+	if len(o.DiskPaths) == 0 {
+		o.DiskPaths = do.Paths
+	}
+	if o.DiskThresholdPercent == 0 {
+		o.DiskThresholdPercent = do.SetPercent
+	}
+	if o.ProcPressure == "" {
+		o.ProcPressure = a.opts.PSI.ProcDir
+	}
+	if o.CgroupV2Roots == nil {
+		o.CgroupV2Roots = a.opts.PSI.CgroupRoots
+	}
+	return o
+}
+
 // resume reads the Node's conditions, retrying until the API server
 // answers: starting from defaults instead would flip conditions.
 func (a *Agent) resume(ctx context.Context, exp *exporter.Exporter) (map[string]nodehealth.Condition, error) {
@@ -243,6 +325,7 @@ func (a *Agent) resume(ctx context.Context, exp *exporter.Exporter) (map[string]
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/diagnose", a.diagnoseHandler())
 	for pattern, h := range a.opts.Handlers {
 		mux.Handle(pattern, h)
 	}
