@@ -13,19 +13,24 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kdiag/kdiag/pkg/agentclient"
 	"github.com/kdiag/kdiag/pkg/enrich"
 	"github.com/kdiag/kdiag/pkg/gadget"
 	"github.com/kdiag/kdiag/pkg/gadget/dns"
 	"github.com/kdiag/kdiag/pkg/gadget/oomkill"
+	"github.com/kdiag/kdiag/pkg/gadget/remote"
 	"github.com/kdiag/kdiag/pkg/gadget/render"
 	"github.com/kdiag/kdiag/pkg/gadget/tcp"
+	"github.com/kdiag/kdiag/pkg/gadget/wire"
 )
 
 type traceFlags struct {
-	pod, container, selector, node, output string
-	duration                               time.Duration
-	noK8s                                  bool
-	ringMiB                                uint32
+	pod, container, selector, output string
+	nodes                            []string
+	allNodes, local                  bool
+	duration                         time.Duration
+	noK8s                            bool
+	ringMiB                          uint32
 
 	failuresOnly bool
 	dnsTimeout   time.Duration
@@ -36,11 +41,18 @@ func newTraceCommand(g *Globals) *cobra.Command {
 	f := &traceFlags{}
 	cmd := &cobra.Command{
 		Use:   "trace",
-		Short: "Trace TCP, DNS and OOM kills on this node with eBPF, labelled with Kubernetes names",
-		Long: `trace runs an eBPF gadget on the node it runs on (as root) and streams its events,
-labelled with node, namespace, pod and container, and with IP addresses named as
-pod/ns/name or svc/ns/name. Filters (-n, -p, -c, -l) are applied in the kernel where
-possible. Events lost because the reader could not keep up are counted and reported.
+		Short: "Trace TCP, DNS and OOM kills with eBPF, labelled with Kubernetes names, on this node or through the agents",
+		Long: `trace runs an eBPF gadget and streams its events, labelled with node, namespace,
+pod and container, and with IP addresses named as pod/ns/name or svc/ns/name. Filters
+(-n, -p, -c, -l) are applied in the kernel where possible. Events lost because the
+reader could not keep up are counted and reported.
+
+Local mode runs the gadget on this machine (as root). Cluster mode streams it from the
+kdiag agent of each selected node through the API server's pod proxy and merges the
+streams; it is chosen by --all-nodes, by --node naming another node, or by a pod
+filter whose pods run on other nodes (--local forces local mode). The summary on
+stderr names the nodes that answered, those without an agent and those that failed,
+with each node's lost events.
 
   tcp       connects, accepts, closes, failed connects with errno, RSTs, retransmits
   dns       queries and responses with rcode, answers and latency; unanswered queries
@@ -54,7 +66,9 @@ See docs/commands/trace.md.`,
 	pf.StringVarP(&f.pod, "pod", "p", "", "trace only pods whose name starts with this prefix")
 	pf.StringVarP(&f.container, "container", "c", "", "trace only containers with this name")
 	pf.StringVarP(&f.selector, "selector", "l", "", "trace only pods matching this label selector")
-	pf.StringVar(&f.node, "node", "", "node to trace; local mode traces only the node it runs on (default $NODE_NAME or the host name)")
+	pf.StringSliceVar(&f.nodes, "node", nil, "nodes to trace (comma-separated); another node than this one is traced through its agent (this node is $NODE_NAME or the host name)")
+	pf.BoolVar(&f.allNodes, "all-nodes", false, "trace every node through its agent")
+	pf.BoolVar(&f.local, "local", false, "trace this machine only, even when the pods of a filter run elsewhere")
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json (one object per line)")
 	pf.DurationVar(&f.duration, "duration", 0, "stop after this long (default: until interrupted)")
 	pf.BoolVar(&f.noK8s, "no-k8s", false, "do not contact the API server; events carry no Kubernetes names")
@@ -66,7 +80,7 @@ See docs/commands/trace.md.`,
 		Example: `  kdiag trace tcp -n shop -p storefront --failures-only
   kdiag trace tcp -o json --duration 30s`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runTraceTCP(cmd, g, f) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return runTrace(cmd, g, f, wire.TCP, runTraceTCP) },
 	}
 	tcpCmd.Flags().BoolVar(&f.failuresOnly, "failures-only", false, "only failed connects, closes with an error, RSTs and retransmits")
 
@@ -76,7 +90,7 @@ See docs/commands/trace.md.`,
 		Example: `  kdiag trace dns -n shop
   kdiag trace dns -n kube-system -p coredns --timeout 5s -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runTraceDNS(cmd, g, f) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return runTrace(cmd, g, f, wire.DNS, runTraceDNS) },
 	}
 	dnsCmd.Flags().DurationVar(&f.dnsTimeout, "timeout", 2*time.Second, "report a query as unanswered after this long")
 	dnsCmd.Flags().UintSliceVar(&f.dnsPorts, "ports", []uint{53}, "UDP/TCP ports that carry DNS (comma-separated)")
@@ -86,7 +100,7 @@ See docs/commands/trace.md.`,
 		Short:   "Trace OOM kills: victim, trigger, pages and the memory cgroup's pod and container",
 		Example: `  kdiag trace oomkill -o json`,
 		Args:    cobra.NoArgs,
-		RunE:    func(cmd *cobra.Command, _ []string) error { return runTraceOOMKill(cmd, g, f) },
+		RunE:    func(cmd *cobra.Command, _ []string) error { return runTrace(cmd, g, f, wire.OOMKill, runTraceOOMKill) },
 	}
 	cmd.AddCommand(tcpCmd, dnsCmd, oomCmd)
 	return cmd
@@ -116,27 +130,18 @@ func (f *traceFlags) setup(cmd *cobra.Command, g *Globals, name string, columns 
 		prev := cancel
 		cancel = func() { c2(); prev() }
 	}
-	filter := enrich.Filter{PodPrefix: f.pod, Container: f.container, Node: f.node}
-	if g.ConfigFlags.Namespace != nil {
-		filter.Namespace = *g.ConfigFlags.Namespace
-	}
-	if f.selector != "" {
-		sel, err := labels.Parse(f.selector)
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("-l %q: %w", f.selector, err)
-		}
-		filter.Selector = sel
-	}
-	nodeName := os.Getenv("NODE_NAME")
-	if nodeName == "" {
-		if h, err := os.Hostname(); err == nil {
-			nodeName = strings.ToLower(h)
-		}
-	}
-	if f.node != "" && nodeName != "" && f.node != nodeName {
+	filter, err := f.filter(g)
+	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("--node %s: this is node %s; local tracing sees only its own node (set NODE_NAME if the host name is not the node name)", f.node, nodeName)
+		return nil, err
+	}
+	nodeName := localNodeName()
+	for _, n := range f.nodes {
+		filter.Node = n
+		if nodeName != "" && n != nodeName {
+			cancel()
+			return nil, fmt.Errorf("--node %s: this is node %s; local tracing sees only its own node, and tracing another node through its agent needs the API server (set NODE_NAME if the host name is not the node name)", n, nodeName)
+		}
 	}
 	var source enrich.Source
 	if !f.noK8s {
@@ -162,6 +167,100 @@ func (f *traceFlags) setup(cmd *cobra.Command, g *Globals, name string, columns 
 			OnLost:    func(lost, missed uint64) { fmt.Fprintln(errOut, render.LostWarning(name, lost, missed)) },
 		},
 	}, nil
+}
+
+// filter builds the pod filter of -n, -p, -c and -l.
+func (f *traceFlags) filter(g *Globals) (enrich.Filter, error) {
+	filter := enrich.Filter{PodPrefix: f.pod, Container: f.container}
+	if g.ConfigFlags.Namespace != nil {
+		filter.Namespace = *g.ConfigFlags.Namespace
+	}
+	if f.selector != "" {
+		sel, err := labels.Parse(f.selector)
+		if err != nil {
+			return filter, fmt.Errorf("-l %q: %w", f.selector, err)
+		}
+		filter.Selector = sel
+	}
+	return filter, nil
+}
+
+// localNodeName is the node this process runs on: $NODE_NAME, else the
+// host name.
+func localNodeName() string {
+	if n := os.Getenv("NODE_NAME"); n != "" {
+		return n
+	}
+	if h, err := os.Hostname(); err == nil {
+		return strings.ToLower(h)
+	}
+	return ""
+}
+
+// runTrace picks local or cluster mode (remote.Decide) and runs the gadget.
+func runTrace(cmd *cobra.Command, g *Globals, f *traceFlags, name string, local func(*cobra.Command, *Globals, *traceFlags) error) error {
+	filter, err := f.filter(g)
+	if err != nil {
+		return err
+	}
+	var cs kubernetes.Interface
+	if !f.noK8s {
+		if cfg, err := g.ConfigFlags.ToRESTConfig(); err == nil {
+			cs, _ = kubernetes.NewForConfig(cfg)
+		}
+	} else if f.allNodes {
+		return fmt.Errorf("--all-nodes streams from the agents through the API server: it cannot be combined with --no-k8s")
+	}
+	plan, err := remote.Decide(cmd.Context(), cs, remote.PlanInput{
+		LocalNode: localNodeName(), Nodes: f.nodes, AllNodes: f.allNodes, Local: f.local, Filter: filter})
+	if err != nil {
+		return err
+	}
+	if !plan.Cluster {
+		return local(cmd, g, f)
+	}
+	return runTraceCluster(cmd, g, f, name, filter, cs, plan)
+}
+
+// runTraceCluster streams the gadget from the agents of plan.Nodes.
+func runTraceCluster(cmd *cobra.Command, g *Globals, f *traceFlags, name string, filter enrich.Filter, cs kubernetes.Interface, plan remote.Plan) error {
+	format, err := render.ParseFormat(f.output)
+	if err != nil {
+		return err
+	}
+	if f.ringMiB == 0 || f.ringMiB&(f.ringMiB-1) != 0 {
+		return fmt.Errorf("--ring-mib %d: must be a power of two", f.ringMiB)
+	}
+	params := wire.Params{Namespace: filter.Namespace, PodPrefix: f.pod, Container: f.container, Selector: f.selector,
+		Duration: f.duration, RingMiB: f.ringMiB}
+	switch name {
+	case wire.TCP:
+		params.FailuresOnly = f.failuresOnly
+	case wire.DNS:
+		params.DNSTimeout = f.dnsTimeout
+		for _, p := range f.dnsPorts {
+			if p == 0 || p > 65535 {
+				return fmt.Errorf("--ports: %d is not a port", p)
+			}
+			params.DNSPorts = append(params.DNSPorts, uint16(p))
+		}
+	}
+	write, err := remote.Writer(name, format, g.Streams.Out)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errOut := g.Streams.ErrOut
+	fmt.Fprintf(errOut, "%s: cluster mode (%s)\n", name, plan.Reason)
+	res, runErr := remote.Run(ctx, remote.Options{
+		Agents: agentclient.New(cs, agentclient.Options{}), Gadget: name, Params: params, Nodes: plan.Nodes,
+		Event: write, Notice: func(msg string) { fmt.Fprintln(errOut, msg) },
+	})
+	for _, line := range res.Summary(name) {
+		fmt.Fprintln(errOut, line)
+	}
+	return runErr
 }
 
 func informerSource(ctx context.Context, g *Globals, nodeName string) (enrich.Source, error) {

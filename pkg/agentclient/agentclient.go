@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
@@ -144,9 +145,56 @@ func (c *Client) Stream(ctx context.Context, a Agent, path string, query url.Val
 	}
 	rc, err := c.cs.CoreV1().Pods(a.Pod.Namespace).ProxyGet("http", a.Pod.Name, strconv.Itoa(a.Port), path, params).Stream(ctx)
 	if err != nil {
+		err = responseError(a, err)
 		return nil, fmt.Errorf("agent %s/%s on node %s: GET %s through the API server: %w", a.Pod.Namespace, a.Pod.Name, a.Node, path, err)
 	}
 	return rc, nil
+}
+
+// ResponseError is a proxied request's answer with a status other than
+// 2xx: from the agent (its plain-text message), or from the API server
+// itself (RBAC denial of pods/proxy, agent pod gone, agent unreachable).
+// Stream and Get return it wrapped; use errors.As.
+type ResponseError struct {
+	// Code is the HTTP status.
+	Code int
+	// Message is the agent's message, or the API server's.
+	Message string
+	// FromAPIServer is set when the API server answered with a Status of
+	// its own rather than passing the agent's answer through.
+	FromAPIServer bool
+	err           error
+}
+
+func (e *ResponseError) Error() string {
+	msg := fmt.Sprintf("%d %s: %s", e.Code, http.StatusText(e.Code), e.Message)
+	if e.FromAPIServer && e.Code == http.StatusForbidden {
+		msg += " (kdiag needs get on pods/proxy in the agent's namespace)"
+	}
+	return msg
+}
+
+// Unwrap returns client-go's error.
+func (e *ResponseError) Unwrap() error { return e.err }
+
+// responseError turns client-go's error for a non-2xx answer into a
+// ResponseError. client-go decodes a Status sent by the API server; any
+// other body (the agent's text) ends up, trimmed, as the single cause of
+// type UnexpectedServerResponse.
+func responseError(a Agent, err error) error {
+	var se apierrors.APIStatus
+	if !errors.As(err, &se) {
+		return err
+	}
+	st := se.Status()
+	re := &ResponseError{Code: int(st.Code), Message: st.Message, FromAPIServer: true, err: err}
+	if d := st.Details; d != nil && len(d.Causes) == 1 && d.Causes[0].Type == metav1.CauseTypeUnexpectedServerResponse {
+		re.Message, re.FromAPIServer = d.Causes[0].Message, false
+	}
+	if re.Code == 0 {
+		re.Code = http.StatusInternalServerError
+	}
+	return re
 }
 
 // Get is Stream read to the end.
