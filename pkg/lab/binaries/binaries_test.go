@@ -27,6 +27,10 @@ func fakeTools(t *testing.T, root string) string {
 		"kubernetes/cmd/kube-scheduler/main.go":          "package main\n\nfunc main() {}\n",
 		"kubernetes/cmd/kube-proxy/main.go":              "package main\n\nfunc main() {}\n",
 		"kubernetes/cmd/kubectl/main.go":                 "package main\n\nfunc main() {}\n",
+		"../coredns/go.mod":                              "module " + coreDNSModule + "\n\ngo 1.26\n\nrequire github.com/coredns/coredns v0.0.0\n\nreplace github.com/coredns/coredns => ./coredns\n",
+		"../coredns/go.sum":                              "",
+		"../coredns/coredns/go.mod":                      "module github.com/coredns/coredns\n\ngo 1.26\n",
+		"../coredns/coredns/coredns.go":                  "package main\n\nfunc main() {}\n",
 	}
 	for name, body := range files {
 		p := filepath.Join(tools, name)
@@ -105,7 +109,7 @@ func TestEnsureMissingBinariesWithoutToolsModule(t *testing.T) {
 		t.Fatal("Ensure succeeded with no binaries and no tools module")
 	}
 	msg := err.Error()
-	for _, want := range []string{"missing in " + binDir, "kube-apiserver", "etcd", "kdiag lab build", EnvBinDir, "no tools/k8s module found"} {
+	for _, want := range []string{"missing in " + binDir, "kube-apiserver", "etcd", "coredns", "kdiag lab build", EnvBinDir, "no tools/k8s module found"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not mention %q", msg, want)
 		}
@@ -158,7 +162,7 @@ func TestEnsureBuildsOnceThenReusesAndRebuildsOnNewPins(t *testing.T) {
 	if n := strings.Count(progress.String(), "kdiag lab: building"); n != 1 {
 		t.Fatalf("concurrent Ensure built %d times, want 1; progress:\n%s", n, progress)
 	}
-	if !strings.Contains(progress.String(), "10-15 minutes") {
+	if !strings.Contains(progress.String(), "15-20 minutes") {
 		t.Errorf("build progress does not warn about the cold build time:\n%s", progress)
 	}
 	set, err := Ensure(ctx, opts)
@@ -190,6 +194,18 @@ func TestEnsureBuildsOnceThenReusesAndRebuildsOnNewPins(t *testing.T) {
 	if n := strings.Count(progress.String(), "kdiag lab: building"); n != 2 {
 		t.Fatalf("changed go.sum caused %d builds in total, want 2", n)
 	}
+	// New CoreDNS pins rebuild CoreDNS alone.
+	progress2 := &syncBuffer{}
+	coredns := filepath.Join(filepath.Dir(tools), "coredns")
+	if err := os.WriteFile(filepath.Join(coredns, "go.sum"), []byte("example.com/y v1.0.0 h1:BBBB=\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Ensure(ctx, Options{BinDir: binDir, ToolsDir: tools, Progress: progress2}); err != nil {
+		t.Fatal(err)
+	}
+	if out := progress2.String(); !strings.Contains(out, "(coredns from "+coredns+")") || strings.Contains(out, "kube-apiserver") {
+		t.Fatalf("changed tools/coredns/go.sum: progress %q, want a build of coredns alone", out)
+	}
 	if _, err := Build(ctx, Options{BinDir: binDir, ToolsDir: root, Progress: progress, Force: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -200,6 +216,15 @@ func TestEnsureBuildsOnceThenReusesAndRebuildsOnNewPins(t *testing.T) {
 	stale := filepath.Join(binDir, ".build-killed")
 	if err := os.Mkdir(stale, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	// Without tools/coredns the checkout is incomplete: a clear error.
+	broken := t.TempDir()
+	brokenTools := fakeTools(t, broken)
+	if err := os.RemoveAll(filepath.Join(broken, "tools", "coredns")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Ensure(ctx, Options{BinDir: t.TempDir(), ToolsDir: brokenTools}); !errors.Is(err, ErrToolsNotFound) || !strings.Contains(err.Error(), coreDNSModule) {
+		t.Errorf("Ensure without tools/coredns: error = %v, want ErrToolsNotFound naming %s", err, coreDNSModule)
 	}
 	// A missing binary is noticed even with a current stamp.
 	if err := os.Remove(set.Path(Scheduler)); err != nil {
