@@ -89,9 +89,9 @@ func TestResolverWithoutPathReexecutesItself(t *testing.T) {
 
 func TestIsCoreDNSImage(t *testing.T) {
 	for image, want := range map[string]bool{
-		"registry.k8s.io/coredns/coredns:v1.12.1":                 true,
-		"mcr.microsoft.com/oss/kubernetes/coredns:v1.12.1-2":      true,
-		"registry.k8s.io/coredns/coredns@sha256:abcd":             true,
+		"registry.k8s.io/coredns/coredns:v1.12.1":            true,
+		"mcr.microsoft.com/oss/kubernetes/coredns:v1.12.1-2": true,
+		"registry.k8s.io/coredns/coredns@sha256:abcd":        true,
 		"coredns/coredns":                                         true,
 		"registry.k8s.io/coredns/coredns-fork:v1":                 false,
 		"kdiag.io/lab/upstream-dns:v1":                            false,
