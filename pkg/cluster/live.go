@@ -272,9 +272,15 @@ func keepEvent(o runtime.Object) bool {
 }
 
 // keepConfigMap keeps the kube-system ConfigMaps that analyzers read: the
-// CoreDNS Corefile and AKS's coredns-custom.
+// CoreDNS Corefile, AKS's coredns-custom, and the kdiag agent's node
+// reports (kdiag-node-report-<node> labelled kdiag.io/node-report=true,
+// see pkg/nodehealth/diagnose; named here, not imported, to keep the
+// snapshot free of the agent's packages).
 func keepConfigMap(o runtime.Object) bool {
 	cm := o.(*corev1.ConfigMap)
+	if strings.HasPrefix(cm.Name, "kdiag-node-report-") && cm.Labels["kdiag.io/node-report"] == "true" {
+		return true
+	}
 	return cm.Name == "coredns" || cm.Name == "coredns-custom" || cm.Name == "kube-dns"
 }
 

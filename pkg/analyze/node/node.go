@@ -20,6 +20,7 @@ const (
 	idOOMKilled          = "oom-killed"
 	idEvicted            = "pod-evicted"
 	idBestEffort         = "pod-no-resources-on-pressured-node"
+	idDiagnosticReport   = "node-diagnostic-report"
 )
 
 // Checks returns every check the node analyzer can report.
@@ -41,6 +42,8 @@ func Checks() []findings.Check {
 			Summary: "Pods evicted by the kubelet, grouped by owning workload, with the eviction message"},
 		{ID: idBestEffort, Area: findings.AreaNode, Severity: findings.Warning,
 			Summary: "BestEffort pods (no requests or limits) on a node under memory, disk or PID pressure: they are evicted first"},
+		{ID: idDiagnosticReport, Area: findings.AreaNode, Severity: findings.Warning,
+			Summary: "The kdiag agent's NotReady diagnostic of a node that is not Ready or degraded in the last 24h, with its verdict"},
 	}
 }
 
@@ -65,6 +68,9 @@ func Analyze(s *cluster.Snapshot) []findings.Finding {
 				out = append(out, f)
 			}
 			if f, ok := bestEffortOnPressuredNode(s, n); ok {
+				out = append(out, f)
+			}
+			if f, ok := diagnosticReport(s, n); ok {
 				out = append(out, f)
 			}
 		}

@@ -18,7 +18,7 @@ import (
 
 func TestChecksDeclared(t *testing.T) {
 	ct.AssertChecks(t, Checks(), findings.AreaNode, idNotReady, idPressure, idNetworkUnavailable, idProblemCondition,
-		idCordoned, idOOMKilled, idEvicted, idBestEffort)
+		idCordoned, idOOMKilled, idEvicted, idBestEffort, idDiagnosticReport)
 }
 
 func TestHealthyClusterIsSilent(t *testing.T) {
