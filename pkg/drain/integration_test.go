@@ -15,11 +15,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
+	"github.com/kdiag/kdiag/pkg/apis/kdiag/v1alpha1"
 	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/drain"
 	"github.com/kdiag/kdiag/pkg/findings"
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
+	"github.com/kdiag/kdiag/pkg/ops"
 )
 
 // Four simulated nodes: lab-node-1 and -2 in pool np1, -3 and -4 in np2.
@@ -212,13 +215,25 @@ func TestIntegrationSeed(t *testing.T) {
 		}
 	}
 
-	// drain run times out naming the PDB; the nodes stay cordoned.
+	// drain run times out naming the PDB; the nodes stay cordoned. It is
+	// recorded as an Operation.
+	if err := ops.EnsureCRD(ctx, c.RESTConfig()); err != nil {
+		t.Fatal(err)
+	}
+	var warn bytes.Buffer
+	recorder, err := ops.NewRecorder(c.RESTConfig(), ops.RecorderOptions{Initiator: ops.Initiator(ctx, cs, "kdiag drain run"), Warn: &warn})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer uncordon(t, cs, np1)
 	var runOut bytes.Buffer
-	err := drain.Run(ctx, cs, np1, drain.RunOptions{Options: drain.Options{IgnoreDaemonSets: true, DeleteEmptyDirData: true}, Timeout: 8 * time.Second, RetryInterval: time.Second, Out: &runOut, Progress: &runOut})
+	err = drain.RunRecorded(ctx, cs, recorder, np1, "agentpool=np1", drain.RunOptions{Options: drain.Options{IgnoreDaemonSets: true, DeleteEmptyDirData: true}, Timeout: 8 * time.Second, RetryInterval: time.Second, Out: &runOut, Progress: &runOut})
 	t.Logf("drain run (blocked):\n%s%v", runOut.String(), err)
 	if !drain.IsStalled(err) || !strings.Contains(err.Error(), "PodDisruptionBudget "+ns+"/nginx") || !strings.Contains(err.Error(), pods[0].Name) {
 		t.Fatalf("drain run error = %v, want a timeout naming pod %s and PodDisruptionBudget %s/nginx", err, pods[0].Name, ns)
+	}
+	if warn.Len() > 0 {
+		t.Errorf("recording warned: %s", warn.String())
 	}
 	// client-go's own retries of a 429 with Retry-After are off: every
 	// refusal comes back at once and is retried every RetryInterval.
@@ -237,11 +252,12 @@ func TestIntegrationSeed(t *testing.T) {
 		t.Errorf("after scaling to 2, check still stalls: %+v", rep.Blockers)
 	}
 	runOut.Reset()
-	err = drain.Run(ctx, cs, np1, drain.RunOptions{Options: drain.Options{IgnoreDaemonSets: true, DeleteEmptyDirData: true}, Timeout: 90 * time.Second, RetryInterval: time.Second, Out: &runOut})
+	err = drain.RunRecorded(ctx, cs, recorder, np1, "agentpool=np1", drain.RunOptions{Options: drain.Options{IgnoreDaemonSets: true, DeleteEmptyDirData: true}, Timeout: 90 * time.Second, RetryInterval: time.Second, Out: &runOut})
 	t.Logf("drain run (after the fix):\n%s%v", runOut.String(), err)
 	if err != nil {
 		t.Fatalf("drain run after the fix: %v", err)
 	}
+	checkOperations(t, ctx, c.RESTConfig(), cs, ns, pods[0].Name)
 	left, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=nginx"})
 	if err != nil {
 		t.Fatal(err)
@@ -301,4 +317,51 @@ func TestIntegrationBadInput(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "forbidden: your account may not create pods/eviction") {
 		t.Errorf("run without eviction rights: %v, want a clear forbidden error", err)
 	}
+}
+
+// checkOperations: both seed runs are recorded, the first Failed with the
+// blocking pod and PDB in its steps and hint, the second Succeeded; `ops
+// last --node` shows the second with the first before it.
+func checkOperations(t *testing.T, ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, ns, pod string) {
+	t.Helper()
+	h, err := ops.Read(ctx, dynamic.NewForConfigOrDie(cfg), cs, ops.Filter{Node: np1[0], Type: v1alpha1.TypeDrain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recorded []v1alpha1.Operation
+	for _, op := range h.Operations {
+		if ops.Source(&op) == "record" {
+			recorded = append(recorded, op)
+		}
+	}
+	var table bytes.Buffer
+	_ = ops.WriteTable(&table, h.Operations, true, time.Now())
+	t.Logf("kdiag ops list --node %s --type Drain -o wide:\n%s", np1[0], table.String())
+	if len(recorded) < 2 {
+		t.Fatalf("want the 2 recorded drain runs, got %d (warnings %v)", len(recorded), h.Warnings)
+	}
+	failed, ok := recorded[len(recorded)-2], recorded[len(recorded)-1]
+	if failed.Status.Phase != v1alpha1.PhaseFailed || !strings.Contains(failed.Status.Error, "PodDisruptionBudget "+ns+"/nginx") ||
+		!strings.Contains(failed.Status.Hint, "PodDisruptionBudget "+ns+"/nginx allows no disruption") || failed.Spec.Target.Name != "agentpool=np1" {
+		t.Errorf("first run's record = %+v, want Failed naming %s/nginx in error and hint", failed.Status, ns)
+	}
+	var evictStep *v1alpha1.OperationStep
+	for i, st := range failed.Status.Steps {
+		if st.Name == "evict pod "+ns+"/"+pod {
+			evictStep = &failed.Status.Steps[i]
+		}
+	}
+	if len(failed.Status.Steps) < 3 || failed.Status.Steps[0].Name != "cordon "+np1[0] || evictStep == nil ||
+		evictStep.Phase != v1alpha1.PhaseFailed || !strings.Contains(evictStep.Message, "blocked by PodDisruptionBudget "+ns+"/nginx") {
+		t.Errorf("first run's steps = %+v, want cordons then a failed eviction of %s blocked by %s/nginx", failed.Status.Steps, pod, ns)
+	}
+	if ok.Status.Phase != v1alpha1.PhaseSucceeded || ok.Status.Error != "" || ok.Status.EndTime == nil {
+		t.Errorf("second run's record = %+v, want Succeeded", ok.Status)
+	}
+	if last := h.Last(); last == nil || last.Name != ok.Name {
+		t.Errorf("ops last = %v, want %s", last, ok.Name)
+	}
+	var detail bytes.Buffer
+	_ = ops.WriteDetail(&detail, &failed, time.Now())
+	t.Logf("kdiag ops show %s:\n%s", failed.Name, detail.String())
 }

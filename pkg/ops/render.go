@@ -67,7 +67,7 @@ func WriteDetail(w io.Writer, op *v1alpha1.Operation, now time.Time) error {
 	fmt.Fprintf(tw, "Phase:\t%s\n", orDash(string(op.Status.Phase)))
 	fmt.Fprintf(tw, "Started:\t%s\n", stamp(op.Status.StartTime, now))
 	if op.Status.EndTime != nil {
-		fmt.Fprintf(tw, "Ended:\t%s (took %s)\n", stamp(op.Status.EndTime, now), took(op, now))
+		fmt.Fprintf(tw, "Ended:\t%s (%s, took %s)\n", op.Status.EndTime.UTC().Format(time.RFC3339), age(op.Status.EndTime, now), took(op, now))
 	}
 	if op.Status.Error != "" {
 		fmt.Fprintf(tw, "Error:\t%s\n", op.Status.Error)
