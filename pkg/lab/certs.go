@@ -36,6 +36,9 @@ const (
 	controllerManagerUser = "system:kube-controller-manager"
 	schedulerUser         = "system:kube-scheduler"
 	frontProxyClientUser  = "front-proxy-client"
+	kubeProxyUser         = "system:kube-proxy"
+	// PodsUser is the identity of real pods' kubeconfig.
+	PodsUser = "kdiag-lab-pods"
 )
 
 // Names of the files in DIR/pki.
@@ -49,6 +52,14 @@ const (
 	frontProxyClientName  = "front-proxy-client"
 	saKeyFile             = "sa.key"
 	saPubFile             = "sa.pub"
+	kubeProxyName         = "kube-proxy"
+	podsName              = "pods"
+	// apiServerKubeletClientName is the apiserver's client certificate
+	// for kubelet connections (logs).
+	apiServerKubeletClientName = "apiserver-kubelet-client"
+	// KubeletServingName names the simulated kubelet's serving certificate
+	// and key in DIR/pki.
+	KubeletServingName = "kubelet-serving"
 )
 
 // generatePKI writes DIR/pki: the CA, the apiserver serving certificate, the
@@ -57,7 +68,10 @@ const (
 // health endpoints can be checked against the lab CA), the front-proxy CA
 // and client certificate of the aggregation layer, and the service-account
 // key pair.
-func generatePKI(l Layout) (*pki.CA, error) {
+//
+// apiServerIPs are further addresses the apiserver serves on (the host end
+// of the node network's link, in real mode).
+func generatePKI(l Layout, apiServerIPs ...net.IP) (*pki.CA, error) {
 	ca, err := pki.NewCA("kdiag-lab-ca")
 	if err != nil {
 		return nil, err
@@ -79,7 +93,7 @@ func generatePKI(l Layout) (*pki.CA, error) {
 			DNSNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
 			// 10.96.0.1 is the kubernetes Service's ClusterIP, the
 			// first address of ServiceCIDR.
-			IPs:    []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)},
+			IPs:    append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)}, apiServerIPs...),
 			Server: true,
 		}},
 		{adminName, pki.Request{CommonName: AdminUser, Organizations: []string{"system:masters"}, Client: true}},
@@ -88,6 +102,17 @@ func generatePKI(l Layout) (*pki.CA, error) {
 		{controllerManagerName, pki.Request{CommonName: controllerManagerUser, Organizations: []string{"system:masters"}, Client: true}},
 		{schedulerName, pki.Request{CommonName: schedulerUser, Client: true}},
 		{controllerManagerName + "-serving", pki.Request{CommonName: "kube-controller-manager", DNSNames: []string{"localhost"}, IPs: loopback, Server: true}},
+		// kube-proxy's identity, bound to system:node-proxier by the
+		// apiserver's bootstrap RBAC policy.
+		{kubeProxyName, pki.Request{CommonName: kubeProxyUser, Client: true}},
+		// The identity of real pods that talk to the API (CoreDNS): the
+		// lab has no service-account token mounts, so they get a
+		// kubeconfig (Layout.PodKubeconfig).
+		{podsName, pki.Request{CommonName: PodsUser, Organizations: []string{"system:masters"}, Client: true}},
+		// The apiserver's client certificate towards kubelets, and the
+		// simulated kubelet's serving certificate for its logs endpoint.
+		{apiServerKubeletClientName, pki.Request{CommonName: "kube-apiserver-kubelet-client", Organizations: []string{"system:masters"}, Client: true}},
+		{KubeletServingName, pki.Request{CommonName: "kdiag-lab-kubelet", DNSNames: []string{"localhost"}, IPs: loopback, Server: true}},
 		{schedulerName + "-serving", pki.Request{CommonName: "kube-scheduler", DNSNames: []string{"localhost"}, IPs: loopback, Server: true}},
 	}
 	for _, i := range issue {

@@ -48,13 +48,23 @@ func etcdComponent(l Layout, p Ports) component {
 	}}
 }
 
-// apiServerComponent is kube-apiserver serving on 127.0.0.1 only.
-func apiServerComponent(l Layout, p Ports) component {
+// apiServerComponent is kube-apiserver serving on host only: 127.0.0.1,
+// or in real mode the host end of the node network's link, so that pods
+// and kube-proxy reach it too (see DataPlane).
+func apiServerComponent(l Layout, p Ports, host string) component {
 	return component{name: binaries.APIServer, args: []string{
 		"--etcd-servers=" + p.etcdClientURL(),
-		"--bind-address=127.0.0.1",
+		"--bind-address=" + host,
 		"--secure-port=" + strconv.Itoa(p.APIServer),
-		"--advertise-address=127.0.0.1",
+		"--advertise-address=" + host,
+		// kubectl logs: the apiserver dials the simulated kubelet at the
+		// node's InternalIP (nodes also report their name as Hostname,
+		// which does not resolve), presenting this client certificate.
+		// The kubelet's serving certificate is not verified, as with a
+		// kubeadm cluster without --kubelet-certificate-authority.
+		"--kubelet-preferred-address-types=InternalIP",
+		"--kubelet-client-certificate=" + l.PKIFile(apiServerKubeletClientName+".crt"),
+		"--kubelet-client-key=" + l.PKIFile(apiServerKubeletClientName+".key"),
 		// Endpoints may not hold loopback addresses, so the reconciler that
 		// publishes the apiserver's address in the default/kubernetes
 		// Endpoints would fail forever. The Service itself still exists.
@@ -144,6 +154,25 @@ func schedulerComponent(l Layout, p Ports) component {
 		// Same reason as the controller manager's: bind 30,000 pods quickly.
 		"--kube-api-qps=300",
 		"--kube-api-burst=600",
+		"--profiling=false",
+	}}
+}
+
+// kubeProxyComponent is the real kube-proxy in iptables mode, run in the
+// node network (see DataPlane) for all nodes at once. It leaves the
+// conntrack sysctls alone, which are global to the machine.
+func kubeProxyComponent(l Layout, d *DataPlane, nodeName string) component {
+	return component{name: binaries.Proxy, args: []string{
+		"--kubeconfig=" + l.Config(kubeProxyName),
+		"--proxy-mode=iptables",
+		"--cluster-cidr=" + ClusterCIDR,
+		"--hostname-override=" + nodeName,
+		"--bind-address=" + d.Network.LabAddr.Addr().String(),
+		"--healthz-bind-address=127.0.0.1:10256",
+		"--metrics-bind-address=127.0.0.1:10249",
+		"--conntrack-max-per-core=0",
+		"--conntrack-tcp-timeout-established=0",
+		"--conntrack-tcp-timeout-close-wait=0",
 		"--profiling=false",
 	}}
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -71,6 +72,14 @@ type Options struct {
 	Progress io.Writer
 	// Logger receives debug logs. Nil discards them.
 	Logger *slog.Logger
+	// Pods says whether pods run for real (see PodsMode); empty means
+	// PodsSimulated. In real mode Start builds the data plane (DataPlane),
+	// serves the API on its link to the host and runs kube-proxy; the
+	// simulated kubelet then runs pods whose images resolve to a program.
+	Pods PodsMode
+	// ProxyNodeName is the node kube-proxy says it runs on (default
+	// "lab-node-1"); one kube-proxy serves every node of the lab.
+	ProxyNodeName string
 }
 
 // ErrRunning reports that a lab already runs in the directory.
@@ -133,6 +142,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		if run := s.running(); len(run) > 0 {
 			return nil, fmt.Errorf("%w in %s: %s; stop it first with `kdiag lab down --dir %s`", ErrRunning, dir, describe(run), dir)
 		}
+		// A lab whose processes were killed may have left its data plane.
+		if err := s.DataPlane.teardown(ctx); err != nil {
+			return nil, err
+		}
 	case !errors.Is(err, ErrNoLab):
 		return nil, fmt.Errorf("%w; make sure no lab process runs, then delete the file", err)
 	}
@@ -159,28 +172,11 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 	if err := l.clean(); err != nil {
 		return nil, fmt.Errorf("clean lab directory: %w", err)
 	}
-	if _, err := generatePKI(l); err != nil {
-		return nil, err
-	}
 	pp, err := pickPorts(5)
 	if err != nil {
 		return nil, err
 	}
 	ports := Ports{EtcdClient: pp[0], EtcdPeer: pp[1], APIServer: pp[2], ControllerManager: pp[3], Scheduler: pp[4]}
-	server := ports.APIServerURL()
-	for _, kc := range []struct{ path, user, cert string }{
-		{l.Kubeconfig(), AdminUser, adminName},
-		{l.Config(controllerManagerName), controllerManagerUser, controllerManagerName},
-		{l.Config(schedulerName), schedulerUser, schedulerName},
-	} {
-		if err := writeKubeconfig(l, kc.path, server, kc.user, kc.cert); err != nil {
-			return nil, err
-		}
-	}
-	restCfg, err := loadRESTConfig(l.Kubeconfig())
-	if err != nil {
-		return nil, err
-	}
 	c := &Cluster{
 		layout:   l,
 		progress: opts.Progress,
@@ -192,10 +188,12 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 			BinDir:            bins.Dir,
 			Detached:          opts.Detached,
 			Ports:             ports,
+			APIServerHost:     "127.0.0.1",
 			StartedAt:         time.Now().UTC(),
 		},
-		rest: restCfg,
 	}
+	// The state file exists before anything is created on the machine, so
+	// that a crash at any later point leaves something `lab down` reads.
 	if err := c.state.write(); err != nil {
 		return nil, err
 	}
@@ -209,6 +207,44 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 			}
 		}
 	}()
+	dp, err := newDataPlane(ctx, opts.Pods, opts.Progress)
+	if err != nil {
+		return nil, err
+	}
+	var extraIPs []net.IP
+	if dp != nil {
+		c.state.DataPlane = dp
+		c.state.APIServerHost = dp.APIServerHost()
+		extraIPs = append(extraIPs, net.ParseIP(dp.APIServerHost()))
+		if err := c.state.write(); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(c.progress, "kdiag lab: node network %s ready (API server at %s)\n", dp.Network.Netns, dp.APIServerHost())
+	}
+	if _, err := generatePKI(l, extraIPs...); err != nil {
+		return nil, err
+	}
+	server := c.state.server()
+	kubeconfigs := []struct{ path, user, cert string }{
+		{l.Kubeconfig(), AdminUser, adminName},
+		{l.Config(controllerManagerName), controllerManagerUser, controllerManagerName},
+		{l.Config(schedulerName), schedulerUser, schedulerName},
+	}
+	if dp != nil {
+		kubeconfigs = append(kubeconfigs,
+			struct{ path, user, cert string }{l.Config(kubeProxyName), kubeProxyUser, kubeProxyName},
+			struct{ path, user, cert string }{l.PodKubeconfig(), PodsUser, podsName})
+	}
+	for _, kc := range kubeconfigs {
+		if err := writeKubeconfig(l, kc.path, server, kc.user, kc.cert); err != nil {
+			return nil, err
+		}
+	}
+	restCfg, err := loadRESTConfig(l.Kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	c.rest = restCfg
 
 	hc, err := healthClient(l)
 	if err != nil {
@@ -224,7 +260,7 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 		{etcdComponent(l, ports), func(ctx context.Context) error {
 			return getOK(ctx, etcdClient, ports.etcdClientURL()+"/health", `"health":"true"`)
 		}},
-		{apiServerComponent(l, ports), c.apiserverReady},
+		{apiServerComponent(l, ports, c.state.APIServerHost), c.apiserverReady},
 		{controllerManagerComponent(l, ports), func(ctx context.Context) error {
 			return getOK(ctx, hc, fmt.Sprintf("https://127.0.0.1:%d/healthz", ports.ControllerManager), "ok")
 		}},
@@ -251,6 +287,17 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 	if err := c.waitReady(ctx, started[binaries.ControllerManager], "kube-controller-manager controllers (default ServiceAccount)", opts.ReadyTimeout, c.defaultServiceAccount); err != nil {
 		return nil, err
 	}
+	if dp != nil {
+		node := opts.ProxyNodeName
+		if node == "" {
+			node = "lab-node-1"
+		}
+		kp := kubeProxyComponent(l, dp, node)
+		if _, err := c.launchSpec(process.Spec{Name: kp.name, Path: bins.Path(kp.name), Args: kp.args, Netns: dp.Network.NetnsPath()}, opts.Detached); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(c.progress, "kdiag lab: kube-proxy (iptables mode) started in %s\n", dp.Network.Netns)
+	}
 	for _, x := range opts.Extra {
 		if _, err := c.launch(x.Name, x.Path, x.Args, opts.Detached); err != nil {
 			return nil, err
@@ -262,16 +309,19 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 
 // launch starts one process and records it in the state file.
 func (c *Cluster) launch(name, path string, args []string, detached bool) (*process.Process, error) {
-	p, err := process.Start(process.Spec{
-		Name: name,
-		Path: path,
-		Args: args,
-		// Running in the lab directory, a detached process does not pin
-		// the directory lab up was called from.
-		Dir:      c.layout.Dir,
-		LogFile:  c.layout.Log(name),
-		Detached: detached,
-	})
+	return c.launchSpec(process.Spec{Name: name, Path: path, Args: args}, detached)
+}
+
+// launchSpec starts spec in the lab directory with its log file, and
+// records it in the state file.
+func (c *Cluster) launchSpec(spec process.Spec, detached bool) (*process.Process, error) {
+	name := spec.Name
+	// Running in the lab directory, a detached process does not pin the
+	// directory lab up was called from.
+	spec.Dir = c.layout.Dir
+	spec.LogFile = c.layout.Log(name)
+	spec.Detached = detached
+	p, err := process.Start(spec)
 	if errors.Is(err, process.ErrExited) {
 		return nil, logError(err, c.layout.Log(name))
 	}
@@ -282,7 +332,7 @@ func (c *Cluster) launch(name, path string, args []string, detached bool) (*proc
 	defer c.mu.Unlock()
 	c.procs = append(c.procs, p)
 	c.state.Processes = append(c.state.Processes, p.Record)
-	c.log.Debug("started", "name", name, "pid", p.PID, "args", args)
+	c.log.Debug("started", "name", name, "pid", p.PID, "args", spec.Args)
 	return p, c.state.write()
 }
 
@@ -439,7 +489,14 @@ func (c *Cluster) Dir() string { return c.layout.Dir }
 func (c *Cluster) KubeconfigPath() string { return c.layout.Kubeconfig() }
 
 // Server returns the kube-apiserver URL.
-func (c *Cluster) Server() string { return c.state.Ports.APIServerURL() }
+func (c *Cluster) Server() string { return c.state.server() }
+
+// DataPlane returns the lab's data plane, or nil when its pods are
+// simulated.
+func (c *Cluster) DataPlane() *DataPlane { return c.state.DataPlane }
+
+// Layout returns the names of the lab's files.
+func (c *Cluster) Layout() Layout { return c.layout }
 
 // Ports returns the ports the lab listens on.
 func (c *Cluster) Ports() Ports { return c.state.Ports }
@@ -486,6 +543,9 @@ func (c *Cluster) Stop(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("stop lab in %s: wait for %s: %w", c.layout.Dir, p.Name, ctx.Err())
 		}
+	}
+	if err := c.state.DataPlane.teardown(ctx); err != nil {
+		return fmt.Errorf("stop lab in %s: %w", c.layout.Dir, err)
 	}
 	if err := os.Remove(c.layout.State()); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("remove lab state: %w", err)

@@ -14,6 +14,7 @@ import (
 //	DIR/config/          kubeconfigs of kube-controller-manager and kube-scheduler
 //	DIR/etcd/            etcd's data directory
 //	DIR/logs/<name>.log  stdout and stderr of each process
+//	DIR/pods/            real pods: DIR/pods/<ns>_<name>_<uid>/<container>/<n>.log, volumes
 //	DIR/.lock            held while lab up or down works on DIR
 type Layout struct {
 	// Dir is the absolute lab directory.
@@ -43,6 +44,17 @@ func (l Layout) EtcdData() string { return filepath.Join(l.Dir, "etcd") }
 // Log returns the log file of a process.
 func (l Layout) Log(name string) string { return filepath.Join(l.Dir, "logs", name+".log") }
 
+// CA returns the lab CA's certificate file.
+func (l Layout) CA() string { return l.PKIFile(caName + ".crt") }
+
+// Pods returns the directory of the real pods' logs and volumes.
+func (l Layout) Pods() string { return filepath.Join(l.Dir, "pods") }
+
+// PodKubeconfig returns the kubeconfig that real pods use to reach the
+// API server (such as CoreDNS's kubernetes plugin): its server is the
+// host end of the node network's link, reachable from the pods.
+func (l Layout) PodKubeconfig() string { return l.Config(podsName) }
+
 // Lock returns the lock file.
 func (l Layout) Lock() string { return filepath.Join(l.Dir, ".lock") }
 
@@ -51,7 +63,7 @@ func (l Layout) Lock() string { return filepath.Join(l.Dir, ".lock") }
 // of them.
 func (l Layout) clean() error {
 	for _, p := range []string{
-		l.State(), l.Kubeconfig(), l.PKI(), filepath.Join(l.Dir, "config"), l.EtcdData(), filepath.Join(l.Dir, "logs"),
+		l.State(), l.Kubeconfig(), l.PKI(), filepath.Join(l.Dir, "config"), l.EtcdData(), filepath.Join(l.Dir, "logs"), l.Pods(),
 	} {
 		if err := os.RemoveAll(p); err != nil {
 			return err

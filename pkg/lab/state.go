@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -23,14 +25,27 @@ const stateVersion = 1
 // find the lab's processes again. It is rewritten after every process
 // start, so that a lab whose start-up crashed half-way can still be stopped.
 type State struct {
-	Version           int              `json:"version"`
-	Dir               string           `json:"dir"`
-	KubernetesVersion string           `json:"kubernetesVersion"`
-	BinDir            string           `json:"binDir"`
-	Detached          bool             `json:"detached"`
-	Ports             Ports            `json:"ports"`
-	StartedAt         time.Time        `json:"startedAt"`
-	Processes         []process.Record `json:"processes"`
+	Version           int    `json:"version"`
+	Dir               string `json:"dir"`
+	KubernetesVersion string `json:"kubernetesVersion"`
+	BinDir            string `json:"binDir"`
+	Detached          bool   `json:"detached"`
+	Ports             Ports  `json:"ports"`
+	// APIServerHost is the address the API server serves on: 127.0.0.1,
+	// or the data plane's host address in real mode.
+	APIServerHost string           `json:"apiServerHost,omitempty"`
+	StartedAt     time.Time        `json:"startedAt"`
+	Processes     []process.Record `json:"processes"`
+	// DataPlane is set in real mode (see DataPlane).
+	DataPlane *DataPlane `json:"dataPlane,omitempty"`
+}
+
+// server returns the API server's URL.
+func (s *State) server() string {
+	if s.APIServerHost == "" || s.APIServerHost == "127.0.0.1" {
+		return s.Ports.APIServerURL()
+	}
+	return "https://" + net.JoinHostPort(s.APIServerHost, strconv.Itoa(s.Ports.APIServer))
 }
 
 // ErrNoLab reports a directory without a lab state file.
@@ -124,7 +139,7 @@ func ReadStatus(dir string) (*Status, error) {
 	st := &Status{
 		Dir:        dir,
 		Kubeconfig: Layout{Dir: dir}.Kubeconfig(),
-		Server:     s.Ports.APIServerURL(),
+		Server:     s.server(),
 		StartedAt:  s.StartedAt,
 		Ports:      s.Ports,
 	}
@@ -193,6 +208,9 @@ func Down(ctx context.Context, dir string) error {
 	}
 	if err := stopRecords(ctx, s.Processes); err != nil {
 		return fmt.Errorf("stop lab in %s: %w", dir, err)
+	}
+	if err := s.DataPlane.teardown(ctx); err != nil {
+		return err
 	}
 	if err := os.Remove(l.State()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove lab state: %w", err)

@@ -40,6 +40,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/kdiag/kdiag/pkg/lab/runtime"
 )
 
 // Annotations and labels shared with scenarios and tests.
@@ -118,6 +120,10 @@ type Options struct {
 	StatusReportFrequency time.Duration
 	// PodWorkers and NodeWorkers are the number of concurrent syncs.
 	PodWorkers, NodeWorkers int
+	// Real, when set, runs pods whose images resolve to a program as real
+	// processes on the lab's data plane, and serves their logs (see
+	// RealPods). Nil simulates every pod.
+	Real *RealPods
 }
 
 func (o Options) withDefaults() Options {
@@ -196,6 +202,12 @@ type simulator struct {
 	leases *leases
 	// noPodCIDR remembers the nodes already warned about a missing podCIDR.
 	noPodCIDR sync.Map
+
+	// rt runs real pods (nil: every pod is simulated); gateways remembers
+	// the node gateways already put on the bridge; logs serves their logs.
+	rt       *runtime.Runtime
+	gateways sync.Map
+	logs     *logServer
 }
 
 func newSimulator(client kubernetes.Interface, opts Options) *simulator {
@@ -264,6 +276,18 @@ func (s *simulator) run(ctx context.Context) error {
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "lab-kubelet-nodes"})
 	s.podQueue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "lab-kubelet-pods"})
+	if s.opts.Real != nil {
+		if err := s.setupReal(ctx); err != nil {
+			return err
+		}
+		defer func() {
+			sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer scancel()
+			if err := s.rt.Shutdown(sctx); err != nil {
+				s.log.Error("stop real pods", "err", err)
+			}
+		}()
+	}
 
 	if _, err := nodeInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { s.onNode(nil, obj) },

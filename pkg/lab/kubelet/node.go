@@ -170,7 +170,7 @@ func (s *simulator) desiredNodeStatus(node *corev1.Node, current *corev1.NodeSta
 			{Type: corev1.NodeInternalIP, Address: NodeInternalIP(i).String()},
 			{Type: corev1.NodeHostName, Address: node.Name},
 		},
-		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: 10250}},
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: s.kubeletPort()}},
 		NodeInfo: corev1.NodeSystemInfo{
 			MachineID:               stableID("machine", node.Name, 32),
 			SystemUUID:              uuidFrom(stableID("system", node.Name, 32)),
@@ -300,4 +300,13 @@ func (s *simulator) jitter(d time.Duration) time.Duration {
 		return 0
 	}
 	return d/2 + rand.N(d)
+}
+
+// kubeletPort is the port of the kubelet API: the logs server's in real
+// mode, else the kubelet's default, where nothing listens.
+func (s *simulator) kubeletPort() int32 {
+	if s.logs != nil {
+		return int32(s.logs.port)
+	}
+	return 10250
 }

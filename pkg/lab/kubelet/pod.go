@@ -26,6 +26,11 @@ func (s *simulator) syncPod(ctx context.Context, key string) error {
 	}
 	pod, err := s.podLister.Pods(ns).Get(name)
 	if apierrors.IsNotFound(err) {
+		if s.rt != nil {
+			if err := s.rt.RemoveKey(ctx, key); err != nil {
+				return fmt.Errorf("stop deleted pod %s: %w", key, err)
+			}
+		}
 		s.ipam.release(key)
 		return nil
 	}
@@ -45,8 +50,11 @@ func (s *simulator) syncPod(ctx context.Context, key string) error {
 		return nil // the node's kubelet is dead
 	}
 	if pod.DeletionTimestamp != nil {
-		// The containers "stopped" at once; the kubelet then deletes the
-		// pod with grace 0, guarded by its UID.
+		// The containers "stopped" at once (real ones are stopped now);
+		// the kubelet then deletes the pod with grace 0, guarded by its UID.
+		if err := s.removeReal(ctx, pod); err != nil {
+			return fmt.Errorf("stop pod %s: %w", key, err)
+		}
 		s.ipam.release(key)
 		err := s.client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{
 			GracePeriodSeconds: new(int64),
@@ -58,6 +66,9 @@ func (s *simulator) syncPod(ctx context.Context, key string) error {
 		return nil
 	}
 	if podTerminal(pod) {
+		if err := s.removeReal(ctx, pod); err != nil {
+			return fmt.Errorf("stop finished pod %s: %w", key, err)
+		}
 		s.ipam.release(key)
 		return nil
 	}
@@ -79,7 +90,13 @@ func (s *simulator) syncPod(ctx context.Context, key string) error {
 		}
 		return nil
 	}
-	desired := desiredPodStatus(pod, net, metav1.NewTime(s.now().Truncate(time.Second)))
+	desired, real, err := s.syncReal(ctx, node, pod, net)
+	if err != nil {
+		return err
+	}
+	if !real {
+		desired = desiredPodStatus(pod, net, metav1.NewTime(s.now().Truncate(time.Second)))
+	}
 	if podStatusEqual(&pod.Status, &desired) {
 		return nil
 	}

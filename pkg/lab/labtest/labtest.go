@@ -47,8 +47,17 @@ type Options struct {
 	// Kubelet holds further simulator options; its Nodes field is
 	// replaced by Nodes.
 	Kubelet kubelet.Options
-	// Lab holds further lab options; Dir and Detached are ignored.
+	// Lab holds further lab options; Dir and Detached are ignored. Set
+	// Lab.Pods to lab.PodsAuto or lab.PodsReal for real pods (the default
+	// simulates them, cheaply: most packages need no more).
 	Lab lab.Options
+	// Resolver decides, in real mode, which containers run and how (see
+	// runtime.Resolver); nil runs none. With Lab.Pods real, build commands
+	// with runtime.ProgramCommand and set Program.
+	Resolver runtime.Resolver
+	// BackOff is the first restart delay of real containers (default
+	// runtime.DefaultBackOff, 10s); tests of restarts shorten it.
+	BackOff time.Duration
 	// Program runs a built-in lab program (runtime.ProgramCommand) when the
 	// test binary is re-executed as `TESTBINARY lab program NAME ARGS...`,
 	// which is how real pods run their containers: Main calls it instead
@@ -215,6 +224,13 @@ func start(opts Options) (*env, error) {
 	}
 	ko := opts.Kubelet
 	ko.Nodes = opts.Nodes
+	if c.DataPlane() != nil {
+		resolver := opts.Resolver
+		if resolver == nil {
+			resolver = runtime.Chain()
+		}
+		ko.Real = &kubelet.RealPods{Dir: dir, Resolver: resolver, BackOff: opts.BackOff}
+	}
 	if ko.Logger == nil {
 		ko.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}

@@ -239,6 +239,23 @@ func (r *Runtime) Remove(ctx context.Context, uid types.UID) error {
 	return nil
 }
 
+// RemoveKey is Remove for the pod "namespace/name", for a pod whose
+// object is gone.
+func (r *Runtime) RemoveKey(ctx context.Context, key string) error {
+	r.mu.Lock()
+	var uid types.UID
+	for u, pr := range r.pods {
+		if pr.key == key {
+			uid = u
+		}
+	}
+	r.mu.Unlock()
+	if uid == "" {
+		return nil
+	}
+	return r.Remove(ctx, uid)
+}
+
 // Forget drops what the runtime remembers of a simulated pod.
 func (r *Runtime) Forget(uid types.UID) {
 	r.mu.Lock()
