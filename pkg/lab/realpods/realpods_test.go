@@ -109,8 +109,8 @@ func setup(t *testing.T) (*lab.Cluster, kubernetes.Interface, string) {
 func serverSpec(port int, probe *corev1.Probe) corev1.PodSpec {
 	return corev1.PodSpec{Containers: []corev1.Container{{
 		Name: "web", Image: testImage + "serve", Args: []string{strconv.Itoa(port)},
-		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: int32(port)}},
-		Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
+		Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: int32(port)}},
+		Env:            []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
 		ReadinessProbe: probe,
 	}}}
 }
@@ -175,7 +175,7 @@ func TestServiceTargetPort(t *testing.T) {
 	client := labtest.CreatePod(t, ctx, cs, ns, "client", nil, serverSpec(9090, nil), false)
 	svc, err := cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt(8080)}}},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt(8080)}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create Service: %v", err)
@@ -218,7 +218,9 @@ func get(ctx context.Context, netns, url string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	tr := &http.Transport{
-		DialContext:       func(ctx context.Context, network, addr string) (net.Conn, error) { return podnet.DialIn(ctx, netns, network, addr) },
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return podnet.DialIn(ctx, netns, network, addr)
+		},
 		DisableKeepAlives: true,
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
