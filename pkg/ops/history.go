@@ -120,6 +120,7 @@ func listRecords(ctx context.Context, dyn dynamic.Interface) ([]v1alpha1.Operati
 		if err := fromUnstructured(o.(*unstructured.Unstructured), &op); err != nil {
 			return err
 		}
+		op.ManagedFields = nil // noise in -o json/yaml, as kubectl hides it
 		out = append(out, op)
 		return nil
 	})
