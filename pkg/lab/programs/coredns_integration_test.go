@@ -65,7 +65,7 @@ func TestCoreDNSResolverRunsCoreDNSAgainstTheLab(t *testing.T) {
 	}
 	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: "coredns-test-slices"},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"", "discovery.k8s.io"}, Resources: []string{"endpoints", "services", "pods", "namespaces", "endpointslices"}, Verbs: []string{"list", "watch"}}},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"", "discovery.k8s.io"}, Resources: []string{"endpoints", "services", "pods", "namespaces", "endpointslices"}, Verbs: []string{"list", "watch"}}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -214,7 +214,8 @@ func TestUpstreamDNSAnswersFailsAndDrops(t *testing.T) {
 	if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 		t.Fatalf("after the fix: %v, %v; want the zone's answer", r, err)
 	}
-	// A broken file keeps the last good configuration.
+	// A file appearing later is picked up; a broken one keeps the last good
+	// configuration.
 	if err := os.WriteFile(cfg, []byte("drop: {not: a list}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +307,7 @@ func TestBadInputIsAOneLineError(t *testing.T) {
 		{"upstream with a bad answer", UpstreamDNS, nil, []string{"--answer", "x.example"}, "want NAME=IPv4"},
 		{"upstream with an IPv6 answer", UpstreamDNS, nil, []string{"--answer", "x.example=::1"}, "not an IPv4 address"},
 		{"upstream with a bad default", UpstreamDNS, nil, []string{"--default", "ignore"}, `default "ignore"`},
-		{"upstream with a missing config", UpstreamDNS, nil, []string{"--config", "/nonexistent/upstream.yaml"}, "read upstream config"},
+		{"upstream with a config it cannot read", UpstreamDNS, nil, []string{"--config", "/"}, "read upstream config"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -321,5 +322,21 @@ func TestBadInputIsAOneLineError(t *testing.T) {
 				t.Errorf("err = %v, want one line containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestUpstreamDNSStartsWithoutItsConfigFileAndPicksItUp(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "upstream-dns.yaml")
+	s, addr := startUpstream(t, "--config", cfg)
+	s.waitLog(t, `msg="config file absent; using the flags until it appears"`)
+	if r, err := query(t, addr, "api.payments.example", time.Second); err != nil || r.Rcode != dns.RcodeNameError {
+		t.Fatalf("before the file: %v, %v; want NXDOMAIN", r, err)
+	}
+	if err := WriteUpstreamConfig(cfg, UpstreamConfig{ServFail: []string{"payments.example"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.waitLog(t, `msg="config reloaded" answer=0 servfail=payments.example`)
+	if r, err := query(t, addr, "api.payments.example", time.Second); err != nil || r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("after the file: %v, %v; want SERVFAIL", r, err)
 	}
 }

@@ -3,6 +3,7 @@ package programs
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -129,4 +130,22 @@ func DNSEnv(pod *corev1.Pod, opts ResolverOptions) []string {
 		env = append(env, EnvDNSServer+"="+servers[0])
 	}
 	return append(env, EnvDNSSearch+"="+strings.Join(search, " "), EnvDNSNdots+"="+strconv.Itoa(ndots))
+}
+
+// ClusterDNSIP returns the kube-dns Service IP of a service range: its
+// tenth address, as kubeadm (and the store-demo scenario) choose it, e.g.
+// 10.96.0.10 for 10.96.0.0/16. It is the kubelet's --cluster-dns.
+func ClusterDNSIP(serviceCIDR string) (string, error) {
+	p, err := netip.ParsePrefix(serviceCIDR)
+	if err != nil {
+		return "", fmt.Errorf("service range %q: %w", serviceCIDR, err)
+	}
+	a := p.Masked().Addr()
+	for range 10 {
+		a = a.Next()
+	}
+	if !p.Contains(a) {
+		return "", fmt.Errorf("service range %s is too small for a cluster DNS address", serviceCIDR)
+	}
+	return a.String(), nil
 }

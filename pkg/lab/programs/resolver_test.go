@@ -196,3 +196,12 @@ func TestMaterializeOverlaysNestedMounts(t *testing.T) {
 		t.Errorf("missing volume: err = %v", err)
 	}
 }
+
+func TestClusterDNSIP(t *testing.T) {
+	for cidr, want := range map[string]string{"10.96.0.0/16": "10.96.0.10", "10.0.0.5/24": "10.0.0.10", "bad": "", "10.0.0.0/29": ""} {
+		got, err := ClusterDNSIP(cidr)
+		if got != want || (want == "") != (err != nil) {
+			t.Errorf("ClusterDNSIP(%s) = %q, %v; want %q", cidr, got, err, want)
+		}
+	}
+}

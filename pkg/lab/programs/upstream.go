@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +16,25 @@ import (
 	"github.com/miekg/dns"
 	"sigs.k8s.io/yaml"
 )
+
+// NodeDNSAddr is the lab's node resolver: the address inside the lab's
+// node network where the upstream DNS program listens, and what the node's
+// resolv.conf would name (pods with dnsPolicy Default, CoreDNS's
+// `forward . /etc/resolv.conf`). It is in TEST-NET-1 (192.0.2.0/24, for
+// documentation): the lab puts it on the node network, where it is local,
+// so that nothing sent to it can leave the machine.
+const NodeDNSAddr = "192.0.2.53"
+
+// UpstreamConfigFile is the upstream's configuration file in a lab
+// directory; scenarios write it, the upstream re-reads it when it changes.
+func UpstreamConfigFile(labDir string) string { return filepath.Join(labDir, "upstream-dns.yaml") }
+
+// UpstreamArgs are the arguments of `kdiag lab program upstream-dns` for
+// the lab's node resolver: NodeDNSAddr, port 53, configured by
+// UpstreamConfigFile(labDir).
+func UpstreamArgs(labDir string) []string {
+	return []string{"--listen", NodeDNSAddr + ":53", "--config", UpstreamConfigFile(labDir)}
+}
 
 // Actions of upstream-dns for a name.
 const (
@@ -217,10 +237,16 @@ func runUpstreamDNS(ctx context.Context, env Env, args []string) error {
 		c := flags
 		if *cfgPath != "" {
 			file, err := ReadUpstreamConfig(*cfgPath)
-			if err != nil {
+			switch {
+			case errors.Is(err, os.ErrNotExist):
+				// The lab starts its upstream before a scenario writes
+				// the file: until then only the flags apply.
+				log.Info("config file absent; using the flags until it appears", "config", *cfgPath)
+			case err != nil:
 				return err
+			default:
+				c = mergeUpstream(flags, file)
 			}
-			c = mergeUpstream(flags, file)
 		}
 		h.set(c)
 		return nil

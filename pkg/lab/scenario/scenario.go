@@ -5,8 +5,13 @@
 // server-side apply (field manager "kdiag-lab"), followed by what no
 // manifest can say: status written by hand on objects the simulated kubelet
 // leaves alone (annotation lab.kdiag.io/manual-status), taints and Events.
-// Apply is idempotent and waits until the cluster has converged. Nothing is
-// contacted over the network: scenarios are API objects only.
+// Apply is idempotent and waits until the cluster has converged.
+//
+// With simulated pods (Apply) scenarios are API objects only. When the lab
+// runs pods for real (ApplyWith and Options.RealPods), the same manifests
+// run as processes, and a scenario also configures what lives outside the
+// cluster, such as the upstream DNS server of the lab's nodes; states that
+// a real pod reaches by itself (an OOM kill) are then left to happen.
 package scenario
 
 import (
@@ -86,18 +91,37 @@ func Names() []string {
 	return names
 }
 
-// Apply puts the cluster behind cfg into the named scenario and waits until
-// it has converged: workloads Running (except the ones broken on purpose),
-// controllers' status observed, hand-written statuses in place. It is
-// idempotent. Without a deadline on ctx it gives up after DefaultTimeout,
-// with an error naming what did not converge.
+// Options say what kind of lab a scenario is applied to.
+type Options struct {
+	// RealPods says the lab runs pods as real processes (see package
+	// runtime) rather than as simulated status.
+	RealPods bool
+	// Dir is the lab's directory; with RealPods, the scenario writes the
+	// configuration of the lab's upstream DNS server there
+	// (programs.UpstreamConfigFile).
+	Dir string
+}
+
+// Apply puts the cluster behind cfg into the named scenario, with simulated
+// pods, and waits until it has converged: workloads Running (except the
+// ones broken on purpose), controllers' status observed, hand-written
+// statuses in place. It is idempotent. Without a deadline on ctx it gives
+// up after DefaultTimeout, with an error naming what did not converge.
 func Apply(ctx context.Context, cfg *rest.Config, name string) error {
+	return ApplyWith(ctx, cfg, name, Options{})
+}
+
+// ApplyWith is Apply for a lab described by opts.
+func ApplyWith(ctx context.Context, cfg *rest.Config, name string, opts Options) error {
 	s, ok := registry()[name]
 	if !ok {
 		return fmt.Errorf("unknown scenario %q (known: %s)", name, strings.Join(Names(), ", "))
 	}
 	if cfg == nil {
 		return errors.New("scenario: no REST config")
+	}
+	if opts.RealPods && opts.Dir == "" {
+		return fmt.Errorf("scenario %s: real pods need the lab directory (Options.Dir)", name)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -108,6 +132,7 @@ func Apply(ctx context.Context, cfg *rest.Config, name string) error {
 	if err != nil {
 		return fmt.Errorf("scenario %s: %w", name, err)
 	}
+	e.opts = opts
 	if err := s.run(ctx, e); err != nil {
 		return fmt.Errorf("scenario %s: %w", name, err)
 	}
@@ -243,6 +268,7 @@ type env struct {
 	dynamic dynamic.Interface
 	mapper  meta.RESTMapper
 	now     func() time.Time
+	opts    Options
 }
 
 func newEnv(cfg *rest.Config) (*env, error) {

@@ -39,6 +39,10 @@ func TestApplyBadInput(t *testing.T) {
 	if err := Apply(ctx, nil, "store-demo"); err == nil {
 		t.Error("nil config: want an error")
 	}
+	err = ApplyWith(ctx, &rest.Config{Host: "https://127.0.0.1:1"}, "store-demo", Options{RealPods: true})
+	if err == nil || !strings.Contains(err.Error(), "real pods need the lab directory") {
+		t.Errorf("real pods without a directory: err = %v", err)
+	}
 	// Port 1 on loopback: nothing listens, so the first request is refused.
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -340,5 +344,38 @@ func TestEvacuateMovesOnlyReplicaSetPodsOffBrokenNodes(t *testing.T) {
 	slices.Sort(names)
 	if want := []string{"fine", "report-generator"}; !slices.Equal(names, want) {
 		t.Errorf("pods left = %v, want %v", names, want)
+	}
+}
+
+func TestStoreDemoUpstreamDropsOnlyTheCheckoutName(t *testing.T) {
+	c := StoreDemoUpstream()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		CheckoutHost:                "drop",
+		PaymentsStatusHost:          "answer",
+		"payments.example":          "answer",
+		"www.example.org":           "nxdomain",
+		"v2." + CheckoutHost + ".":  "drop",
+		"order-service.shop.svc.cl": "nxdomain",
+	} {
+		if got, _ := c.Action(name); got != want {
+			t.Errorf("upstream action for %s = %s, want %s", name, got, want)
+		}
+	}
+	// order-service resolves both names of the story.
+	objs, err := loadManifests("store-demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resolve string
+	for _, e := range firstContainer(t, find(t, objs, "Deployment", "shop", "order-service"))["env"].([]any) {
+		if m := e.(map[string]any); m["name"] == "RESOLVE_HOSTS" {
+			resolve = m["value"].(string)
+		}
+	}
+	if !strings.Contains(resolve, CheckoutHost) || !strings.Contains(resolve, PaymentsStatusHost) {
+		t.Errorf("order-service RESOLVE_HOSTS = %q, want both %s and %s", resolve, CheckoutHost, PaymentsStatusHost)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/kdiag/kdiag/pkg/lab/kubelet"
+	"github.com/kdiag/kdiag/pkg/lab/programs"
 )
 
 const storeDemoName = "store-demo"
@@ -47,6 +48,30 @@ const (
 	// PDBEvictionMessage is the API server's refusal of an eviction.
 	PDBEvictionMessage = "Cannot evict pod as it would violate the pod's disruption budget."
 )
+
+// Names of the seed's DNS story: order-service resolves both through
+// kube-dns, which forwards the payments.example zone to the custom
+// upstream; the upstream drops every query for CheckoutHost.
+const (
+	// CheckoutHost is the payment API, which the upstream never answers.
+	CheckoutHost = "api.payments.example"
+	// PaymentsStatusHost is answered by the same upstream.
+	PaymentsStatusHost = "status.payments.example"
+	// paymentsAddr is what the upstream answers for payments.example names
+	// (TEST-NET-3: never contacted).
+	paymentsAddr = "203.0.113.10"
+)
+
+// StoreDemoUpstream is the configuration store-demo gives the lab's
+// upstream DNS server with real pods: payments.example names are
+// answered, except CheckoutHost, whose queries are silently dropped. The
+// fix is the same configuration without the drop.
+func StoreDemoUpstream() programs.UpstreamConfig {
+	return programs.UpstreamConfig{
+		Answer: map[string]string{"payments.example": paymentsAddr},
+		Drop:   []string{CheckoutHost},
+	}
+}
 
 // storeDemoState is what one Apply of store-demo learns on the way.
 type storeDemoState struct {
@@ -229,8 +254,16 @@ func (e *env) patchNodeCondition(ctx context.Context, name string, c corev1.Node
 }
 
 // objects gives kube-dns the tenth address of this cluster's service range
-// (kubeadm's convention), when it is not the manifest's 10.96.0.10.
+// (kubeadm's convention), when it is not the manifest's 10.96.0.10. With
+// real pods it first configures the lab's upstream DNS server.
 func (st *storeDemoState) objects(ctx context.Context, e *env, objs []*unstructured.Unstructured) error {
+	if e.opts.RealPods {
+		// Before CoreDNS runs: its health checks and loop detection
+		// query the upstream at once.
+		if err := programs.WriteUpstreamConfig(programs.UpstreamConfigFile(e.opts.Dir), StoreDemoUpstream()); err != nil {
+			return fmt.Errorf("configure the lab's upstream DNS server: %w", err)
+		}
+	}
 	svc, err := e.client.CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("read the kubernetes Service to find the service range: %w", err)
@@ -268,8 +301,14 @@ func (st *storeDemoState) finish(ctx context.Context, e *env) error {
 	if err := st.placeWorkloads(ctx, e); err != nil {
 		return fmt.Errorf("wait for the workloads to be scheduled on healthy nodes: %w", err)
 	}
-	oom, err := st.breakRecommendation(ctx, e)
-	if err != nil {
+	var oom *corev1.Pod
+	var err error
+	if e.opts.RealPods {
+		// memory-hog runs for real and the kernel kills it at its limit.
+		if oom, err = waitPod(ctx, e, "shop", "app=recommendation", isOOMKilled); err != nil {
+			return fmt.Errorf("wait for shop/recommendation to be OOM-killed at its memory limit: %w", err)
+		}
+	} else if oom, err = st.breakRecommendation(ctx, e); err != nil {
 		return err
 	}
 	evicted, err := st.evictReportGenerator(ctx, e)
@@ -293,7 +332,7 @@ func (st *storeDemoState) finish(ctx context.Context, e *env) error {
 		nodeEvent(st.downNode, corev1.EventTypeNormal, "NodeNotReady",
 			fmt.Sprintf("Node %s status is now: NodeNotReady", st.downNode), "kubelet", ago(12*time.Minute), ago(12*time.Minute), 1),
 		nodeEvent(oom.Spec.NodeName, corev1.EventTypeWarning, "OOMKilling",
-			"Memory cgroup out of memory: Killed process 48213 (http-server) total-vm:1245704kB, anon-rss:131072kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:480kB oom_score_adj:999",
+			"Memory cgroup out of memory: Killed process 48213 (memory-hog) total-vm:1245704kB, anon-rss:131072kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:480kB oom_score_adj:999",
 			"kernel-monitor", ago(20*time.Minute), ago(3*time.Minute), 6),
 		podEvent(oom, "recommendation", corev1.EventTypeWarning, "BackOff",
 			"Back-off restarting failed container recommendation in pod "+oom.Name+"_shop("+string(oom.UID)+")", "kubelet", ago(18*time.Minute), ago(1*time.Minute), 42),
@@ -394,6 +433,19 @@ func isOOMLooping(p *corev1.Pod) bool {
 	for _, c := range p.Status.ContainerStatuses {
 		if t := c.LastTerminationState.Terminated; t != nil && t.Reason == "OOMKilled" && c.State.Waiting != nil {
 			return true
+		}
+	}
+	return false
+}
+
+// isOOMKilled reports whether a container of pod was OOM-killed: its last
+// run, or the current one, ended OOMKilled.
+func isOOMKilled(p *corev1.Pod) bool {
+	for _, c := range p.Status.ContainerStatuses {
+		for _, t := range []*corev1.ContainerStateTerminated{c.LastTerminationState.Terminated, c.State.Terminated} {
+			if t != nil && t.Reason == "OOMKilled" {
+				return true
+			}
 		}
 	}
 	return false
@@ -669,7 +721,11 @@ func (st *storeDemoState) converged(ctx context.Context, e *env) ([]string, erro
 	var oom, evicted bool
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		oom = oom || (p.Labels["app"] == "recommendation" && p.DeletionTimestamp == nil && isOOMLooping(p))
+		looping := isOOMLooping(p)
+		if e.opts.RealPods {
+			looping = isOOMKilled(p)
+		}
+		oom = oom || (p.Labels["app"] == "recommendation" && p.DeletionTimestamp == nil && looping)
 		evicted = evicted || (p.Name == "report-generator" && p.Status.Phase == corev1.PodFailed && p.Status.Reason == "Evicted")
 	}
 	if !oom {
