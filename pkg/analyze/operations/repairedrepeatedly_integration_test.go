@@ -54,7 +54,9 @@ func TestIntegrationNodeRepairedRepeatedly(t *testing.T) {
 	if _, err := cs.CoreV1().ConfigMaps(diagnose.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create the node report: %v", err)
 	}
-	defer func() { _ = cs.CoreV1().ConfigMaps(diagnose.Namespace).Delete(context.Background(), cm.Name, metav1.DeleteOptions{}) }()
+	defer func() {
+		_ = cs.CoreV1().ConfigMaps(diagnose.Namespace).Delete(context.Background(), cm.Name, metav1.DeleteOptions{})
+	}()
 
 	snap := labtest.ReadLive(t, ctx, cs, cluster.LiveOptions{})
 	got := ct.WithID(Analyze(snap), idRepairedRepeatedly)
