@@ -122,7 +122,8 @@ func runAgent(ctx context.Context, g *Globals, f *agentFlags) error {
 		return fmt.Errorf("agent: API server configuration: %w", err)
 	}
 	// The trace gadgets, for kdiag trace in cluster mode (docs/commands/trace.md).
-	gadgets := gadgetserver.New(gadgetserver.Options{Node: f.node, NewSource: gadgetserver.KubernetesSource(cfg, f.node), Logger: g.Logger()})
+	gadgets := gadgetserver.New(gadgetserver.Options{Node: f.node, NewSource: gadgetserver.KubernetesSource(cfg, f.node),
+		ProcRoot: f.diag.ProcDir, Cgroup2Roots: f.cgroupRoots, Logger: g.Logger()})
 	defer gadgets.Close()
 	a, err := agent.New(agent.Options{
 		Node: f.node, RESTConfig: cfg, ConfigFiles: append(append([]string{}, f.configs...), f.npdConfigs...),

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -43,6 +44,15 @@ type Options struct {
 	// must stop when ctx ends. Nil means events carry no Kubernetes names
 	// and filters are refused.
 	NewSource func(ctx context.Context) (enrich.Source, error)
+	// ProcRoot is the host's /proc (default /proc). Events carry host PIDs,
+	// so an agent in a container without the host PID namespace reads the
+	// host's /proc mounted elsewhere (deploy/agent: /host/proc).
+	ProcRoot string
+	// Cgroup2Roots are candidate mount points of the host's cgroup2
+	// hierarchy; the first that is a cgroup2 mount is used to map cgroup
+	// ids to pods. Empty, or none a cgroup2 mount: discovered from the
+	// mount table (which in a container shows its own cgroup namespace).
+	Cgroup2Roots []string
 	// MaxSessions limits concurrent traces (default 4); more get 429.
 	MaxSessions int
 	// Linger keeps the source after the last session ends (default 2m),
@@ -60,9 +70,10 @@ type Options struct {
 
 // Server is an http.Handler for /gadgets/.
 type Server struct {
-	opts Options
-	log  *slog.Logger
-	sem  chan struct{}
+	opts    Options
+	log     *slog.Logger
+	sem     chan struct{}
+	cgroup2 string
 
 	mu     sync.Mutex
 	src    *sourceState
@@ -94,7 +105,15 @@ func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Server{opts: opts, log: opts.Logger, sem: make(chan struct{}, opts.MaxSessions)}
+	s := &Server{opts: opts, log: opts.Logger, sem: make(chan struct{}, opts.MaxSessions)}
+	for _, dir := range opts.Cgroup2Roots {
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			s.cgroup2 = dir
+			break
+		}
+	}
+	return s
 }
 
 // Close stops the source, if one is running. Sessions still running keep
@@ -196,7 +215,7 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request, name string, pa
 		warning = fmt.Sprintf("the agent cannot read pods from the API server (%v); events carry no Kubernetes names", err)
 	}
 	defer release()
-	en := enrich.New(enrich.Options{Source: src, NodeName: s.opts.Node, Logger: s.log})
+	en := enrich.New(enrich.Options{Source: src, NodeName: s.opts.Node, ProcRoot: s.opts.ProcRoot, Cgroup2Root: s.cgroup2, Logger: s.log})
 
 	out := newStream(w, s.opts.Node, s.opts.FlushEvery)
 	opts := gadget.Options{
