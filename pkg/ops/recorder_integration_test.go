@@ -282,3 +282,11 @@ func metricValue(t *testing.T, g prometheus.Gatherer, name string, labels map[st
 	t.Fatalf("no series %s%v", name, labels)
 	return 0
 }
+
+func runtimeToUnstructured(op *v1alpha1.Operation) (*unstructured.Unstructured, error) {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(op)
+	if err != nil {
+		return nil, err
+	}
+	return &unstructured.Unstructured{Object: m}, nil
+}
