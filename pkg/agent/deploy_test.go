@@ -23,6 +23,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
+	"github.com/kdiag/kdiag/pkg/nodehealth/diagnose"
+	"github.com/kdiag/kdiag/pkg/nodehealth/disk"
 )
 
 // manifests reads the objects of a multi-document YAML file under deploy/agent.
@@ -60,6 +62,8 @@ var resources = map[string]schema.GroupVersionResource{
 	"ServiceAccount":     {Version: "v1", Resource: "serviceaccounts"},
 	"ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
 	"ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+	"Role":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
+	"RoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
 	"DaemonSet":          {Group: "apps", Version: "v1", Resource: "daemonsets"},
 }
 
@@ -91,13 +95,22 @@ func TestAgentWorksWithExactlyItsClusterRole(t *testing.T) {
 	ctx := context.Background()
 	admin := kubernetes.NewForConfigOrDie(c.RESTConfig())
 	var role rbacv1.ClusterRole
+	var nsRole rbacv1.Role
 	for _, u := range manifests(t, "rbac.yaml") {
-		if u.GetKind() == "ClusterRole" {
-			b, _ := u.MarshalJSON()
+		b, _ := u.MarshalJSON()
+		switch u.GetKind() {
+		case "ClusterRole":
 			if err := yaml.Unmarshal(b, &role); err != nil {
 				t.Fatal(err)
 			}
+		case "Role":
+			if err := yaml.Unmarshal(b, &nsRole); err != nil {
+				t.Fatal(err)
+			}
 		}
+	}
+	if nsRole.Namespace != "kube-system" {
+		t.Fatalf("rbac.yaml: the Role is in %q, want kube-system", nsRole.Namespace)
 	}
 	marker := fmt.Sprintf("kq%06d", rand.IntN(1000000))
 	role.Name = "kdiag-agent-" + marker
@@ -117,12 +130,32 @@ func TestAgentWorksWithExactlyItsClusterRole(t *testing.T) {
 	t.Cleanup(func() {
 		_ = admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
 	})
+	nsRole.Name, nsRole.ResourceVersion = role.Name, ""
+	if _, err := admin.RbacV1().Roles("kube-system").Create(ctx, &nsRole, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admin.RbacV1().Roles("kube-system").Delete(context.Background(), nsRole.Name, metav1.DeleteOptions{})
+	})
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: "kube-system"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: nsRole.Name},
+		Subjects: binding.Subjects}
+	if _, err := admin.RbacV1().RoleBindings("kube-system").Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admin.RbacV1().RoleBindings("kube-system").Delete(context.Background(), rb.Name, metav1.DeleteOptions{})
+	})
 	cfg, err := c.ClientCertConfig(user, nil, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
 	files := []string{writeConfig(t, t.TempDir(), "test.json", testConfig(marker))}
-	a, _ := startAgent(t, cfg, Options{ConfigFiles: files, DisablePSI: true})
+	deleteReport(t, admin)
+	// The read-only remount below turns a condition True: the agent records
+	// a NotReady diagnostic and stores it with its Role.
+	a, _ := startAgent(t, cfg, Options{ConfigFiles: files, DisablePSI: true, Disk: disk.Options{Paths: []string{t.TempDir()}},
+		Diagnose: quickDiagnose(), ReportInterval: time.Hour})
 	kmsg(t, "EXT4-fs ("+marker+"): Remounting filesystem read-only")
 	waitUntil(t, 5*time.Second, "ReadonlyFilesystem True written with the agent's role", func() (bool, error) {
 		c, err := nodeCondition(ctx, admin, "ReadonlyFilesystem")
@@ -130,6 +163,10 @@ func TestAgentWorksWithExactlyItsClusterRole(t *testing.T) {
 	})
 	waitUntil(t, 5*time.Second, "the node event written with the agent's role", func() (bool, error) {
 		return hasEvent(ctx, admin, "default", "Node", node, "FilesystemIsReadOnly", marker)
+	})
+	waitUntil(t, 15*time.Second, "the node report stored with the agent's role", func() (bool, error) {
+		r, err := diagnose.Load(ctx, admin, node)
+		return err == nil && strings.Contains(r.Trigger, "ReadonlyFilesystem=True"), err
 	})
 	kmsg(t, "EXT4-fs ("+marker+"): re-mounted r/w")
 	waitUntil(t, 5*time.Second, "ReadonlyFilesystem cleared", func() (bool, error) {
@@ -195,4 +232,58 @@ func TestRBACDenialIsReported(t *testing.T) {
 		return code == 200 && strings.Contains(body, "node conditions not written") && strings.Contains(body, "forbidden"), nil
 	})
 	t.Logf("/healthz:\n%s", body)
+}
+
+// TestDaemonSetMountsAreReadOnlyAndJustified checks the least-privilege
+// rules of daemonset.yaml: every host mount is read-only and has a comment
+// above it saying why, and host network is justified too.
+func TestDaemonSetMountsAreReadOnlyAndJustified(t *testing.T) {
+	var ds struct {
+		Spec struct {
+			Template struct {
+				Spec corev1.PodSpec `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	for _, u := range manifests(t, "daemonset.yaml") {
+		b, _ := u.MarshalJSON()
+		if err := yaml.Unmarshal(b, &ds); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := os.ReadFile("../../deploy/agent/daemonset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(raw), "\n")
+	commented := func(prefix string) bool {
+		for i, l := range lines {
+			if strings.TrimSpace(l) == prefix {
+				return i > 0 && strings.HasPrefix(strings.TrimSpace(lines[i-1]), "#")
+			}
+		}
+		return false
+	}
+	spec := ds.Spec.Template.Spec
+	seen := map[string]bool{}
+	for _, m := range spec.Containers[0].VolumeMounts {
+		seen[m.Name] = true
+		if !m.ReadOnly {
+			t.Errorf("volume mount %s (%s) is not read-only", m.Name, m.MountPath)
+		}
+		if !commented("- name: " + m.Name) {
+			t.Errorf("volume mount %s has no comment above it saying why the agent needs it", m.Name)
+		}
+	}
+	for _, want := range []string{"proc", "kubelet-dir", "containerd-dir", "cgroup", "log"} {
+		if !seen[want] {
+			t.Errorf("no volume mount %s: the disk monitor and the diagnostic read it", want)
+		}
+	}
+	if spec.HostNetwork && !commented("hostNetwork: true") {
+		t.Errorf("hostNetwork without a comment saying why")
+	}
+	if spec.HostPID || spec.HostIPC {
+		t.Errorf("hostPID/hostIPC set: the agent reads the host's /proc from a read-only mount instead")
+	}
 }

@@ -21,18 +21,27 @@ import (
 // records by itself.
 const DefaultReportInterval = 10 * time.Minute
 
-// reporter takes a report when the node degrades, at most once per
-// interval, and stores it in the report ConfigMap.
+// reporter takes a report when the node degrades and stores it in the
+// report ConfigMap: at most one per interval for the agent's own
+// conditions, and, separately, at most one per interval for the Ready
+// condition, so that a node going NotReady is always recorded even right
+// after a report on, say, disk usage.
 type reporter struct {
 	a        *Agent
 	diag     *diagnose.Diagnoser
 	interval time.Duration
-	trigger  chan string
+	trigger  chan trigger
 
 	mu   sync.Mutex
-	bad  map[string]bool // condition type -> last seen True
-	last time.Time       // last report taken
+	bad  map[string]bool    // condition type -> last seen True
+	last map[bool]time.Time // last report taken, by whether Ready triggered it
 	got  *diagnose.Report
+}
+
+// trigger is one reason to take a report.
+type trigger struct {
+	why   string
+	ready bool // the Ready condition, not one of the agent's
 }
 
 // newReporter returns a reporter; interval 0 means DefaultReportInterval,
@@ -45,12 +54,14 @@ func newReporter(a *Agent, interval time.Duration) *reporter {
 	case interval < 0:
 		interval = 0
 	}
-	return &reporter{a: a, interval: interval, trigger: make(chan string, 1), bad: map[string]bool{}}
+	return &reporter{a: a, interval: interval, trigger: make(chan trigger, 2), bad: map[string]bool{}, last: map[bool]time.Time{}}
 }
 
 // SetCondition triggers a report when one of the agent's conditions turns
 // True (a problem); it is a nodehealth.Sink.
-func (r *reporter) SetCondition(_ string, c nodehealth.Condition) { r.observe(c.Type, c.Status, c.Reason) }
+func (r *reporter) SetCondition(_ string, c nodehealth.Condition) {
+	r.observe(c.Type, c.Status, c.Reason)
+}
 
 // Emit ignores events: they are temporary, conditions say the node degrades.
 func (r *reporter) Emit(nodehealth.Event) {}
@@ -64,16 +75,16 @@ func (r *reporter) observe(typ string, bad bool, reason string) {
 	if !bad || was {
 		return
 	}
-	why := typ + "=True"
-	if typ == string(corev1.NodeReady) {
-		why = "Ready is not True"
+	tr := trigger{why: typ + "=True", ready: typ == string(corev1.NodeReady)}
+	if tr.ready {
+		tr.why = "Ready is not True"
 	}
 	if reason != "" {
-		why += " (" + reason + ")"
+		tr.why += " (" + reason + ")"
 	}
 	select {
-	case r.trigger <- why:
-	default: // one is pending already
+	case r.trigger <- tr:
+	default: // reports are pending already
 	}
 }
 
@@ -121,17 +132,19 @@ func (r *reporter) watchReady(ctx context.Context) {
 // run takes and stores a report per trigger, at most once per interval.
 func (r *reporter) run(ctx context.Context) {
 	for {
-		var why string
+		var tr trigger
 		select {
 		case <-ctx.Done():
 			return
-		case why = <-r.trigger:
+		case tr = <-r.trigger:
 		}
+		why := tr.why
 		r.mu.Lock()
-		wait := r.interval - time.Since(r.last)
-		skip := !r.last.IsZero() && wait > 0
+		last := r.last[tr.ready]
+		wait := r.interval - time.Since(last)
+		skip := !last.IsZero() && wait > 0
 		if !skip {
-			r.last = time.Now()
+			r.last[tr.ready] = time.Now()
 		}
 		r.mu.Unlock()
 		if skip {
