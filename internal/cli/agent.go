@@ -122,7 +122,7 @@ func runAgent(ctx context.Context, g *Globals, f *agentFlags) error {
 		return fmt.Errorf("agent: API server configuration: %w", err)
 	}
 	// The trace gadgets, for kdiag trace in cluster mode (docs/commands/trace.md).
-	gadgets := gadgetserver.New(gadgetserver.Options{Node: f.node, NewSource: gadgetserver.KubernetesSource(cfg, f.node),
+	gadgets := gadgetserver.New(gadgetserver.Options{Node: f.node, NewSource: gadgetserver.KubernetesSource(cfg, f.node, g.Logger()),
 		ProcRoot: f.diag.ProcDir, Cgroup2Roots: f.cgroupRoots, Logger: g.Logger()})
 	defer gadgets.Close()
 	a, err := agent.New(agent.Options{

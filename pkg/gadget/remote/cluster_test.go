@@ -91,7 +91,7 @@ func startLabAgent(t *testing.T, c *lab.Cluster, node string) *labtest.LabAgent 
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return labtest.StartAgent(t, c, labtest.AgentOptions{Node: node, Run: func(ctx context.Context, listen string) error {
-		gadgets := server.New(server.Options{Node: node, NewSource: server.KubernetesSource(c.RESTConfig(), node), Logger: log, Progress: time.Second})
+		gadgets := server.New(server.Options{Node: node, NewSource: server.KubernetesSource(c.RESTConfig(), node, log), Logger: log, Progress: time.Second})
 		defer gadgets.Close()
 		a, err := agent.New(agent.Options{Node: node, RESTConfig: c.RESTConfig(), Listen: listen, DisablePSI: true, Logger: log,
 			Handlers: map[string]http.Handler{wire.PathPrefix: gadgets}})

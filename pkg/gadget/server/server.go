@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -507,19 +509,51 @@ func (s *stream) tick(ctx context.Context, every time.Duration) (stop func()) {
 }
 
 // KubernetesSource returns a NewSource for the agent: informers on this
-// node's pods (to name processes and apply filters) and on every pod and
-// Service (to name the far end of a connection), listed with the agent's
-// credentials. The first trace session pays for the initial list.
-func KubernetesSource(cfg *rest.Config, node string) func(context.Context) (enrich.Source, error) {
+// node's pods (to name processes and apply filters) and, when the agent
+// may list and watch them, on every pod and Service (to name the far end
+// of a connection), with the agent's credentials. The first trace session
+// pays for the initial list.
+func KubernetesSource(cfg *rest.Config, node string, log *slog.Logger) func(context.Context) (enrich.Source, error) {
 	return func(ctx context.Context) (enrich.Source, error) {
 		cs, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
 			return nil, fmt.Errorf("API client: %w", err)
 		}
-		src, err := enrich.NewInformerSource(ctx, cs, enrich.InformerOptions{NodeName: node, ResolveRemote: true, SyncTimeout: 30 * time.Second})
-		if err != nil {
-			return nil, err
-		}
-		return src, nil
+		return clusterSource(ctx, cs, node, log)
 	}
+}
+
+// clusterSource starts the informers. Without RBAC for the cluster-wide
+// lists, the informers would retry until the sync timeout and every
+// filtered trace would fail; so the agent asks first (a
+// SelfSubjectAccessReview, which every authenticated user may create) and
+// names only this node's pods when it may not.
+func clusterSource(ctx context.Context, cs kubernetes.Interface, node string, log *slog.Logger) (enrich.Source, error) {
+	remote := true
+	for _, res := range []string{"pods", "services"} {
+		for _, verb := range []string{"list", "watch"} {
+			ok, err := allowed(ctx, cs, verb, res)
+			if err != nil || !ok {
+				if log != nil {
+					log.Warn("trace gadgets: far ends of connections are not named (deploy/agent/rbac.yaml grants this)", "missing", verb+" "+res+" in all namespaces", "err", err)
+				}
+				remote = false
+			}
+		}
+	}
+	src, err := enrich.NewInformerSource(ctx, cs, enrich.InformerOptions{NodeName: node, ResolveRemote: remote, SyncTimeout: 30 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	return src, nil
+}
+
+func allowed(ctx context.Context, cs kubernetes.Interface, verb, resource string) (bool, error) {
+	r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+		Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: verb, Resource: resource}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return false, fmt.Errorf("ask the API server whether the agent may %s %s: %w", verb, resource, err)
+	}
+	return r.Status.Allowed, nil
 }
