@@ -241,6 +241,12 @@ func evictions(events []corev1.Event, podNode PodNodeFunc, drains []*v1alpha1.Op
 		}
 		op.Status.Hint = evictionHint(e.Message, node)
 	}
+	for _, d := range drains {
+		sort.SliceStable(d.Status.Steps, func(i, j int) bool {
+			return d.Status.Steps[i].StartTime.Before(d.Status.Steps[j].StartTime)
+		})
+		d.Status.CurrentStep = d.Status.Steps[len(d.Status.Steps)-1].Name
+	}
 	out := make([]v1alpha1.Operation, 0, len(keys))
 	for _, k := range keys {
 		out = append(out, *standalone[k])

@@ -39,6 +39,8 @@ func Checks() []findings.Check {
 			Summary: "A PodDisruptionBudget whose selector selects no pod, so it protects nothing"},
 		{ID: idEvictionFailed, Area: findings.AreaOperations, Severity: findings.Warning,
 			Summary: "Warning events from failed evictions and drains (kubectl drain, cluster-autoscaler, AKS upgrades, Karpenter)"},
+		{ID: idRepairedRepeatedly, Area: findings.AreaOperations, Severity: findings.Warning,
+			Summary: "A node auto-repaired (reboot, reimage, redeploy) twice or more in the events' window: its root cause is still to find"},
 	}
 }
 
@@ -52,6 +54,7 @@ func Analyze(s *cluster.Snapshot) []findings.Finding {
 	out = append(out, a.multiplePDBs()...)
 	out = append(out, a.noMatchingPods()...)
 	out = append(out, a.evictionFailed()...)
+	out = append(out, a.repairedRepeatedly()...)
 	findings.Sort(out)
 	return out
 }

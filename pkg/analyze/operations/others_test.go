@@ -301,13 +301,14 @@ func TestEvictionFailed(t *testing.T) {
 // TestChecksCoverFindings checks that every finding an analysis emits is a
 // declared check with its declared area, and that IDs are unique.
 func TestChecksCoverFindings(t *testing.T) {
-	ct.AssertChecks(t, Checks(), findings.AreaOperations, idPDBBlocks, idMultiplePDBs, idNoMatchingPods, idEvictionFailed, idDrainBlocked)
+	ct.AssertChecks(t, Checks(), findings.AreaOperations, idPDBBlocks, idMultiplePDBs, idNoMatchingPods, idEvictionFailed, idDrainBlocked, idRepairedRepeatedly)
 	s := base()
 	ct.Cordon(&s.Nodes[0], time.Minute)
 	s.PodDisruptionBudgets = append(s.PodDisruptionBudgets,
 		ct.PDB("shop", "null", nil),
 		ct.MaxUnavailable(ct.PDB("shop", "all", &metav1.LabelSelector{}), 1))
 	s.Events = append(s.Events, ct.NodeEvent("n1", corev1.EventTypeWarning, "ScaleDownFailed", "failed to drain the node", time.Minute, 1))
+	s.Events = append(s.Events, ct.NodeEvent("n2", corev1.EventTypeNormal, "NodeRebootStart", "", time.Minute, 2))
 	fs := Analyze(s)
 	ct.AssertComplete(t, fs, Checks(), findings.AreaOperations)
 	for _, c := range Checks() {
