@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,10 +14,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/kdiag/kdiag/pkg/lab"
 	"github.com/kdiag/kdiag/pkg/lab/binaries"
 	"github.com/kdiag/kdiag/pkg/lab/kubelet"
+	"github.com/kdiag/kdiag/pkg/lab/programs"
+	"github.com/kdiag/kdiag/pkg/lab/runtime"
 	"github.com/kdiag/kdiag/pkg/lab/scenario"
 )
 
@@ -51,7 +56,7 @@ func newLabCommand(g *Globals) *cobra.Command {
 (Kubernetes ` + binaries.KubernetesVersion + `) on loopback, plus a simulated kubelet for N nodes,
 so that kdiag can be tried without a cluster. See docs/commands/lab.md.`,
 	}
-	cmd.AddCommand(newLabUpCommand(g), newLabDownCommand(g), newLabStatusCommand(g), newLabBuildCommand(g), newLabLoadCommand(g), newLabKubeletCommand(g))
+	cmd.AddCommand(newLabUpCommand(g), newLabDownCommand(g), newLabStatusCommand(g), newLabBuildCommand(g), newLabLoadCommand(g), newLabKubeletCommand(g), newLabProgramCommand(g))
 	return cmd
 }
 
@@ -60,6 +65,7 @@ func newLabUpCommand(g *Globals) *cobra.Command {
 		f       labFlags
 		nodes   int
 		scen    string
+		pods    string
 		timeout time.Duration
 	)
 	cmd := &cobra.Command{
@@ -75,11 +81,21 @@ func newLabUpCommand(g *Globals) *cobra.Command {
 			if scen != "" && !slices.Contains(scenario.Names(), scen) {
 				return fmt.Errorf("unknown scenario %q; known: %s", scen, strings.Join(scenario.Names(), ", "))
 			}
+			mode, err := lab.ParsePodsMode(pods)
+			if err != nil {
+				return err
+			}
+			if mode == lab.PodsReal && nodes == 0 {
+				return errors.New("--pods=real needs --nodes > 0: real pods run on the simulated nodes")
+			}
+			if nodes == 0 {
+				mode = lab.PodsSimulated
+			}
 			dir, err := filepath.Abs(f.dir)
 			if err != nil {
 				return fmt.Errorf("resolve --dir: %w", err)
 			}
-			var extra []lab.Command
+			var extra, nodeExtra []lab.Command
 			if nodes > 0 {
 				exe, err := os.Executable()
 				if err != nil {
@@ -88,6 +104,10 @@ func newLabUpCommand(g *Globals) *cobra.Command {
 				extra = append(extra, lab.Command{Name: kubeletProcess, Path: exe, Args: []string{
 					"lab", "kubelet", "--dir", dir, "--nodes", strconv.Itoa(nodes), "--log-level", "info",
 				}})
+				// The node's DNS resolver, which CoreDNS forwards to: the
+				// upstream-dns program in the node network (real mode only).
+				nodeExtra = append(nodeExtra, lab.Command{Name: upstreamDNSProcess, Path: exe,
+					Args: append([]string{"lab", "program", programs.UpstreamDNS}, programs.UpstreamArgs(dir)...)})
 			}
 			ctx := cmd.Context()
 			c, err := lab.Start(ctx, lab.Options{
@@ -95,6 +115,9 @@ func newLabUpCommand(g *Globals) *cobra.Command {
 				Detached:     true,
 				Binaries:     f.binaries(g),
 				Extra:        extra,
+				Pods:         mode,
+				NodeAddrs:    []netip.Addr{netip.MustParseAddr(programs.NodeDNSAddr)},
+				NodeExtra:    nodeExtra,
 				ReadyTimeout: timeout,
 				Progress:     g.Streams.ErrOut,
 				Logger:       g.Logger(),
@@ -109,10 +132,13 @@ func newLabUpCommand(g *Globals) *cobra.Command {
 				fmt.Fprintf(g.Streams.ErrOut, "kdiag lab: %d simulated nodes Ready\n", nodes)
 			}
 			if scen != "" {
-				if err := scenario.Apply(ctx, c.RESTConfig(), scen); err != nil {
+				if err := scenario.ApplyWith(ctx, c.RESTConfig(), scen, scenario.Options{RealPods: c.DataPlane() != nil, Dir: c.Dir()}); err != nil {
 					return fmt.Errorf("apply scenario %q: %w; the lab keeps running, stop it with `kdiag lab down --dir %s`", scen, err, c.Dir())
 				}
 				fmt.Fprintf(g.Streams.ErrOut, "kdiag lab: scenario %q applied\n", scen)
+			}
+			if c.DataPlane() != nil {
+				fmt.Fprintf(g.Streams.ErrOut, "kdiag lab: pods with kdiag.io/lab/* and CoreDNS images run for real in node network %s\n", c.DataPlane().Network.Netns)
 			}
 			fmt.Fprintf(g.Streams.ErrOut, "kdiag lab: running in %s; stop it with `kdiag lab down --dir %s`\n", c.Dir(), c.Dir())
 			fmt.Fprintf(g.Streams.Out, "export KUBECONFIG=%s\n", c.KubeconfigPath())
@@ -123,6 +149,7 @@ func newLabUpCommand(g *Globals) *cobra.Command {
 	f.addBinaries(cmd)
 	cmd.Flags().IntVar(&nodes, "nodes", kubelet.DefaultNodes, "number of simulated nodes (0: none)")
 	cmd.Flags().StringVar(&scen, "scenario", "", "scenario to apply once the lab is ready: "+strings.Join(scenario.Names(), ", "))
+	cmd.Flags().StringVar(&pods, "pods", string(lab.PodsAuto), "run pods as real processes: auto (when root and the kernel allows), real, or simulated (status only, cheap)")
 	cmd.Flags().DurationVar(&timeout, "timeout", lab.DefaultReadyTimeout, "how long to wait for each component (and for the nodes) to become ready")
 	return cmd
 }
@@ -223,6 +250,36 @@ func newLabBuildCommand(g *Globals) *cobra.Command {
 	return cmd
 }
 
+// upstreamDNSProcess names the node resolver's process and log file.
+const upstreamDNSProcess = "upstream-dns"
+
+// labResolver is what runs for real in a lab in real mode: the built-in
+// programs (kdiag.io/lab/...) and CoreDNS images, with the lab's cluster
+// DNS (the tenth address of the service range, kubeadm's convention) and
+// the node resolver (the upstream-dns program on the node network).
+func labResolver(st *lab.State, admin *rest.Config) (runtime.Resolver, error) {
+	l := lab.Layout{Dir: st.Dir}
+	ca, err := os.ReadFile(l.CA())
+	if err != nil {
+		return nil, fmt.Errorf("read the lab CA: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		return nil, fmt.Errorf("client for CoreDNS tokens: %w", err)
+	}
+	return runtime.Chain(
+		programs.Resolver("", programs.ResolverOptions{ClusterDNS: lab.ClusterDNSIP, NodeDNS: programs.NodeDNSAddr}),
+		programs.CoreDNSResolver(programs.CoreDNSOptions{
+			Binary:    filepath.Join(st.BinDir, binaries.CoreDNS),
+			Dir:       l.Pods(),
+			APIServer: admin.Host,
+			CAData:    ca,
+			Client:    cs,
+			NodeDNS:   programs.NodeDNSAddr,
+		}),
+	), nil
+}
+
 // newLabKubeletCommand is the simulated kubelet that `lab up` runs as a
 // detached child of its own binary.
 func newLabKubeletCommand(g *Globals) *cobra.Command {
@@ -240,7 +297,19 @@ func newLabKubeletCommand(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			err = kubelet.Run(cmd.Context(), cfg, kubelet.Options{Nodes: nodes, Logger: g.Logger()})
+			opts := kubelet.Options{Nodes: nodes, Logger: g.Logger()}
+			st, err := lab.ReadState(f.dir)
+			if err != nil {
+				return err
+			}
+			if st.DataPlane != nil {
+				resolver, err := labResolver(st, cfg)
+				if err != nil {
+					return err
+				}
+				opts.Real = &kubelet.RealPods{Dir: st.Dir, Resolver: resolver}
+			}
+			err = kubelet.Run(cmd.Context(), cfg, opts)
 			if err != nil && cmd.Context().Err() != nil {
 				return nil // stopped by SIGTERM from lab down
 			}

@@ -22,6 +22,10 @@ const (
 	// /24 podCIDR per Node: a /12 holds 4,096 of them, enough for the
 	// 1,000-node benchmark (a /16 would stop at 256 nodes).
 	ClusterCIDR = "10.240.0.0/12"
+	// ClusterDNSIP is the kube-dns Service's ClusterIP, the tenth address
+	// of ServiceCIDR (kubeadm's convention): the nameserver of real pods
+	// with dnsPolicy ClusterFirst.
+	ClusterDNSIP = "10.96.0.10"
 	// ServiceAccountIssuer is the issuer of service-account tokens.
 	ServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
 )

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,6 +81,13 @@ type Options struct {
 	// ProxyNodeName is the node kube-proxy says it runs on (default
 	// "lab-node-1"); one kube-proxy serves every node of the lab.
 	ProxyNodeName string
+	// NodeAddrs are put on the node network's loopback in real mode, for
+	// node services that pods reach, such as the node's DNS resolver.
+	NodeAddrs []netip.Addr
+	// NodeExtra are processes started in the node network in real mode,
+	// after kube-proxy and before Extra (such as the node's DNS resolver,
+	// listening on one of NodeAddrs). They are ignored in simulated mode.
+	NodeExtra []Command
 }
 
 // ErrRunning reports that a lab already runs in the directory.
@@ -297,6 +305,16 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 			return nil, err
 		}
 		fmt.Fprintf(c.progress, "kdiag lab: kube-proxy (iptables mode) started in %s\n", dp.Network.Netns)
+		for _, a := range opts.NodeAddrs {
+			if err := dp.Network.AddLocalAddr(ctx, a); err != nil {
+				return nil, err
+			}
+		}
+		for _, x := range opts.NodeExtra {
+			if _, err := c.launchSpec(process.Spec{Name: x.Name, Path: x.Path, Args: x.Args, Netns: dp.Network.NetnsPath()}, opts.Detached); err != nil {
+				return nil, err
+			}
+		}
 	}
 	for _, x := range opts.Extra {
 		if _, err := c.launch(x.Name, x.Path, x.Args, opts.Detached); err != nil {

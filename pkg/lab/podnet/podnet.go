@@ -202,6 +202,17 @@ func (n Network) AddGateway(ctx context.Context, gw netip.Prefix) error {
 	return err
 }
 
+// AddLocalAddr puts addr (a /32) on the node network's loopback, for a
+// service of the node itself that pods reach through their gateway, such
+// as the node's DNS resolver. It is idempotent.
+func (n Network) AddLocalAddr(ctx context.Context, addr netip.Addr) error {
+	err := ip(ctx, "-n", n.Netns, "addr", "add", netip.PrefixFrom(addr, addr.BitLen()).String(), "dev", "lo")
+	if err != nil && (strings.Contains(err.Error(), "File exists") || strings.Contains(err.Error(), "already assigned")) {
+		return nil
+	}
+	return err
+}
+
 // Pod is the network of one pod.
 type Pod struct {
 	// Netns is the pod's namespace name under NetnsDir.

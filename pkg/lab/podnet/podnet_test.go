@@ -91,6 +91,24 @@ func TestNetwork(t *testing.T) {
 		})
 	}
 
+	// A node-local address (the node's resolver) is reachable from pods.
+	local := netip.MustParseAddr("192.0.2.53")
+	for range 2 {
+		if err := n.AddLocalAddr(ctx, local); err != nil {
+			t.Fatalf("AddLocalAddr: %v", err)
+		}
+	}
+	lnLocal := listenIn(t, n.NetnsPath(), "192.0.2.53:53")
+	if conn, err := DialIn(ctx, c.NetnsPath(), "tcp", "192.0.2.53:53"); err != nil {
+		t.Errorf("dial the node-local address from a pod: %v", err)
+	} else {
+		conn.Close()
+		_ = lnLocal.SetDeadline(time.Now().Add(5 * time.Second))
+		if s, err := lnLocal.Accept(); err == nil {
+			s.Close()
+		}
+	}
+
 	// The host: reachable from a pod, with the source masqueraded to the
 	// node network's address.
 	lnHost, err := net.ListenTCP("tcp", &net.TCPAddr{IP: n.HostAddr.Addr().AsSlice()})
