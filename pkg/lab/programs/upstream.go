@@ -144,6 +144,11 @@ func WriteUpstreamConfig(path string, c UpstreamConfig) error {
 	return nil
 }
 
+// answerTTL is the TTL of upstream-dns's answers: short, so that a caching
+// resolver in front (CoreDNS's cache) asks again every few seconds and a
+// trace of the upstream shows answered queries next to the dropped ones.
+const answerTTL = 5
+
 // upstreamHandler answers queries by the current configuration.
 type upstreamHandler struct {
 	log *slog.Logger
@@ -196,7 +201,7 @@ func (h *upstreamHandler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	case ActionAnswer:
 		if q.Qtype == dns.TypeA {
 			m.Answer = append(m.Answer, &dns.A{
-				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 30},
+				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: answerTTL},
 				A:   net.IP(addr.AsSlice()),
 			})
 		}
