@@ -226,7 +226,7 @@ func TestStoreDemoEndToEnd(t *testing.T) {
 			Evidence []string `json:"evidence"`
 			Object   struct{ Namespace, Name string }
 			Remedies []struct {
-				Command string `json:"command"`
+				Command string                   `json:"command"`
 				DryRun  *struct{ Status string } `json:"dryRun"`
 			} `json:"remediation"`
 		} `json:"findings"`
