@@ -44,6 +44,10 @@ type RunOptions struct {
 	Record *ops.Record
 }
 
+// TerminatingMessage is the Refusal message of a pod whose eviction was
+// granted but which was not deleted before the timeout (no PDB refused it).
+const TerminatingMessage = "evicted but not deleted yet (terminating)"
+
 // DefaultTimeout is the default bound of a drain.
 const DefaultTimeout = 5 * time.Minute
 
@@ -305,7 +309,7 @@ func stalled(node string, timeout time.Duration, pending map[types.UID]corev1.Po
 		ref := p.Namespace + "/" + p.Name
 		r, ok := last[ref]
 		if !ok {
-			r = Refusal{Pod: ref, Message: "evicted but not deleted yet (terminating)"}
+			r = Refusal{Pod: ref, Message: TerminatingMessage}
 		}
 		e.Refused = append(e.Refused, r)
 	}

@@ -1,6 +1,8 @@
 package ops
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -24,7 +26,10 @@ type Metrics struct {
 
 // NewMetrics creates the operation metrics and registers them with reg
 // (the repair controller's registry); a nil reg leaves them unregistered.
-// It panics, as prometheus.MustRegister does, if they are registered twice.
+// Calling it again with the same registry returns metrics backed by the
+// collectors registered first, so several Recorders in one process (tests
+// start several controllers) count into the same series. It panics on any
+// other registration error, as prometheus.MustRegister does.
 //
 //	kdiag_operations_started_total{type}
 //	kdiag_operations_total{type,result}            result: succeeded|failed
@@ -49,9 +54,32 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Operation records that could not be written, by reason (crd_missing, forbidden, error)."}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.startedC, m.finishedC, m.duration, m.running, m.lastEnd, m.writeFailed)
+		register(reg, &m.startedC)
+		register(reg, &m.finishedC)
+		register(reg, &m.duration)
+		register(reg, &m.running)
+		register(reg, &m.lastEnd)
+		register(reg, &m.writeFailed)
 	}
 	return m
+}
+
+// register registers *c, or replaces it with the identical collector
+// already registered.
+func register[C prometheus.Collector](reg prometheus.Registerer, c *C) {
+	err := reg.Register(*c)
+	var are prometheus.AlreadyRegisteredError
+	switch {
+	case err == nil:
+	case errors.As(err, &are):
+		existing, ok := are.ExistingCollector.(C)
+		if !ok {
+			panic(fmt.Sprintf("ops metrics: a different collector is registered under the same name: %v", err))
+		}
+		*c = existing
+	default:
+		panic(fmt.Sprintf("ops metrics: %v", err))
+	}
 }
 
 func result(p v1alpha1.OperationPhase) string { return strings.ToLower(string(p)) }

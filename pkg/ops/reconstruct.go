@@ -210,7 +210,11 @@ func evictions(events []corev1.Event, podNode PodNodeFunc, drains []*v1alpha1.Op
 		if n := opevents.Count(e); n > 1 {
 			msg = fmt.Sprintf("%s (seen %d times since %s)", msg, n, opevents.FirstTime(e).UTC().Format(time.RFC3339))
 		}
-		step := v1alpha1.OperationStep{Name: "evict " + what, Phase: v1alpha1.PhaseFailed, StartTime: mt(opevents.FirstTime(e)), EndTime: mt(t), Message: e.Reason + ": " + msg}
+		name := "evict " + what
+		if io.Kind == "Node" {
+			name = "drain " + io.Name // a drainer's event about the whole node
+		}
+		step := v1alpha1.OperationStep{Name: name, Phase: v1alpha1.PhaseFailed, StartTime: mt(opevents.FirstTime(e)), EndTime: mt(t), Message: e.Reason + ": " + msg}
 		var op *v1alpha1.Operation
 		if node != "" {
 			for _, d := range drains {
