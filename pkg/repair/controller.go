@@ -43,6 +43,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/kdiag/kdiag/pkg/drain"
+	"github.com/kdiag/kdiag/pkg/ops"
 )
 
 // Defaults of Options.
@@ -222,15 +223,11 @@ func Run(ctx context.Context, c Config, o Options) error {
 	r.Reader = mgr.GetAPIReader()
 	r.Events = mgr.GetEventRecorder(fieldManager)
 	r.Ops = c.Ops
-	r.Drain = func(ctx context.Context, node string) error {
-		return drain.Run(ctx, cs, []string{node}, drain.RunOptions{
-			// A node being reimaged or redeployed loses its DaemonSet
-			// pods and emptyDirs anyway; kubectl drain needs these two
-			// flags on almost every node.
-			Options: drain.Options{IgnoreDaemonSets: true, DeleteEmptyDirData: true},
-			Timeout: o.DrainTimeout,
-		})
+	var record func(string) *ops.Record
+	if or, ok := c.Ops.(*opsRecorder); ok {
+		record = or.record
 	}
+	r.Drain = NewDrainer(cs, o.DrainTimeout, log, record)
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("kdiag-repair").
 		For(&corev1.Node{}).

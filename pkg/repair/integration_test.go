@@ -195,7 +195,7 @@ func (l *lab) reset(node string) {
 		if err != nil {
 			return err
 		}
-		for _, k := range []string{kubelet.AnnotationManualStatus, repair.AnnotationState, repair.AnnotationSkip} {
+		for _, k := range []string{kubelet.AnnotationManualStatus, kubelet.AnnotationHeartbeat, repair.AnnotationState, repair.AnnotationSkip} {
 			delete(n.Annotations, k)
 		}
 		n.Spec.Unschedulable = false
@@ -371,8 +371,14 @@ func TestEscalationStopsWhenReady(t *testing.T) {
 		found = true
 		phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
 		steps, _, _ := unstructured.NestedSlice(u.Object, "status", "steps")
-		if phase != "Succeeded" || len(steps) != 5 {
-			t.Errorf("Operation %s: want Succeeded with 5 steps (reboot, drain, reimage, drain, redeploy), got %s with %d: %v", u.GetName(), phase, len(steps), steps)
+		var names []string
+		for _, s := range steps {
+			name, _, _ := unstructured.NestedString(s.(map[string]any), "name")
+			names = append(names, name)
+		}
+		want := []string{"reboot " + node1, "drain " + node1, "cordon " + node1, "reimage " + node1, "drain " + node1, "cordon " + node1, "redeploy " + node1}
+		if phase != "Succeeded" || !slices.Equal(names, want) {
+			t.Errorf("Operation %s: want Succeeded with steps %v, got %s with %v", u.GetName(), want, phase, names)
 		}
 	}
 	if !found {
@@ -533,6 +539,50 @@ func TestSkipAndPause(t *testing.T) {
 		l.waitActions("a reboot once the pause annotation is gone", func(a []string) bool { return slices.Equal(a, []string{node1 + " reboot"}) })
 	})
 	stopAll()
+}
+
+// TestLabProviderDeadKubelet is the tutorial's path: a node whose kubelet
+// died (no heartbeat: the node lifecycle controller marks it Unknown) with
+// a pod on it; the lab provider's reboot does not help, the reimage does.
+// The drain before the reimage evicts the pod, which stays Terminating on
+// the dead node; the controller goes on with the reimage.
+func TestLabProviderDeadKubelet(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	labtest.CreateNamespace(t, ctx, l.cs, "repair-lab")
+	spec := labtest.PauseSpec()
+	spec.NodeSelector = map[string]string{corev1.LabelHostname: node4}
+	grace := int64(30) // deleted only when its (dead) kubelet confirms
+	spec.TerminationGracePeriodSeconds = &grace
+	labtest.CreateDeployment(t, ctx, l.cs, "repair-lab", "web", 1, map[string]string{"app": "web"}, spec)
+	orig := labtest.WaitForPods(t, ctx, l.cs, "repair-lab", metav1.ListOptions{LabelSelector: "app=web"}, 1, labtest.PodReady)[0].Name
+	o := options("repair-lab-provider")
+	o.StepTimeout = 6 * time.Second
+	o.DrainTimeout = 4 * time.Second
+	since := time.Now()
+	l.start(o, repair.LabProvider{Client: l.cs, HealsAt: repair.Reimage})
+	labtest.PatchNode(t, ctx, l.cs, node4, fmt.Sprintf(`{"metadata":{"annotations":{%q:"false"}}}`, kubelet.AnnotationHeartbeat))
+	l.waitFor(node4+" Ready Unknown (heartbeat stopped)", func(n *corev1.Node) bool {
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				return c.Status == corev1.ConditionUnknown
+			}
+		}
+		return false
+	}, node4)
+	n := l.waitFor(node4+" repaired", phase(t, repair.PhaseSucceeded), node4)
+	if st := stateOf(t, n); st.Step != repair.Reimage || n.Spec.Unschedulable || !ready(n) {
+		t.Errorf("want %s Ready and uncordoned after the reimage, got state %+v, unschedulable %v", node4, st, n.Spec.Unschedulable)
+	}
+	// The drain evicted the pod: its ReplicaSet made a replacement.
+	labtest.WaitFor(t, ctx, "a replacement of the evicted pod "+orig, func(ctx context.Context) (bool, error) {
+		pods, err := l.cs.CoreV1().Pods("repair-lab").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		return err == nil && slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool { return p.Name != orig }), err
+	})
+	want := []string{"NodeRebootStart", "NodeRebootError", "NodeReimageStart", "NodeReimageEnd"}
+	labtest.WaitFor(t, ctx, "the repair events on "+node4, func(context.Context) (bool, error) {
+		return slices.Equal(l.reasons(node4, since), want), nil
+	})
 }
 
 func addTaint(t *testing.T, cs kubernetes.Interface, node, key string) {

@@ -135,6 +135,13 @@ func (o *opsRecorder) recordLocked(ctx context.Context, node string) *ops.Record
 	return o.open[node]
 }
 
+// record returns the node's open record, nil if none.
+func (o *opsRecorder) record(node string) *ops.Record {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.open[node]
+}
+
 func (o *opsRecorder) Step(ctx context.Context, node, name, message string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
