@@ -117,6 +117,9 @@ func runAgent(ctx context.Context, g *Globals, f *agentFlags) error {
 	if err := f.psi.Validate(); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	if err := f.disk.Validate(); err != nil && !f.noDisk {
+		return fmt.Errorf("agent: %w", err)
+	}
 	cfg, err := g.ConfigFlags.ToRESTConfig()
 	if err != nil {
 		return fmt.Errorf("agent: API server configuration: %w", err)

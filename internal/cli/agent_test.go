@@ -17,6 +17,7 @@ func TestAgentCommandErrors(t *testing.T) {
 	}{
 		{"no node", []string{"--node", ""}, "--node is required"},
 		{"inverted thresholds", []string{"--node", "n1", "--psi-clear-avg10", "90"}, "want 0 < clear <= set"},
+		{"inverted disk thresholds", []string{"--node", "n1", "--disk-threshold", "70"}, "disk thresholds set=70% clear=80%: want 0 < clear <= set <= 100"},
 		{"unreadable kubeconfig", []string{"--node", "n1", "--kubeconfig", "/nonexistent/kubeconfig"}, "API server configuration"},
 	}
 	for _, tt := range tests {
