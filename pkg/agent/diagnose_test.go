@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,6 +26,7 @@ import (
 	"github.com/kdiag/kdiag/pkg/agentclient"
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
 	"github.com/kdiag/kdiag/pkg/nodehealth/diagnose"
+	"github.com/kdiag/kdiag/pkg/nodehealth/diagnose/diagnosetest"
 	"github.com/kdiag/kdiag/pkg/nodehealth/disk"
 	"github.com/kdiag/kdiag/pkg/nodehealth/psi"
 )
@@ -104,27 +103,6 @@ func podCgroups(t *testing.T, uid string) (v2Root, memRoot string) {
 	return v2Root, memRoot
 }
 
-// localDNS answers kubernetes.default.svc.cluster.local on loopback.
-func localDNS(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(q)
-		if q.Question[0].Name == "kubernetes.default.svc.cluster.local." && q.Question[0].Qtype == dns.TypeA {
-			rr, _ := dns.NewRR("kubernetes.default.svc.cluster.local. 5 IN A 10.0.0.1")
-			m.Answer = append(m.Answer, rr)
-		}
-		_ = w.WriteMsg(m)
-	})}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
-}
-
 // TestNodeDiagnoseThroughPodProxy runs the agent for the lab node with a
 // pod whose cgroups hold a busy process, asks it for the NotReady
 // diagnostic through the API server's pod proxy as kdiag node diagnose
@@ -160,7 +138,7 @@ func TestNodeDiagnoseThroughPodProxy(t *testing.T) {
 		Disk:   disk.Options{Paths: []string{diskDir}},
 		Diagnose: diagnose.Options{
 			CgroupV2Roots: []string{v2Root}, MemoryV1Root: memRoot, CPUAcctV1Root: "/nonexistent",
-			CPUWindow: 500 * time.Millisecond, ProbeTimeout: 2 * time.Second, DNSServer: localDNS(t),
+			CPUWindow: 500 * time.Millisecond, ProbeTimeout: 2 * time.Second, DNSServer: diagnosetest.ClusterDNS(t, "10.0.0.1"),
 			// Stand-ins: this test binary for the kubelet, the lab's
 			// kube-apiserver process for the container runtime.
 			KubeletHealthz: healthz.URL, KubeletProcesses: []string{strings.TrimSpace(string(comm))},

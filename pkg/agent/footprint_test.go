@@ -23,8 +23,11 @@ import (
 // BenchmarkIdleFootprint runs an agent with the built-in monitors and PSI
 // against a private lab without the in-process kubelet simulator (the
 // control plane runs in other processes), and reports the test process's
-// CPU while the agent idles for 20 s, its peak RSS (an upper bound: it
-// includes the test binary) and the Go heap in use.
+// CPU while the agent idles for 20 s (with the disk monitor and the Node
+// watch of the NotReady diagnostic), its peak RSS (an upper bound: it
+// includes the test binary) and the Go heap in use; then one GET /diagnose
+// (its wall time, with the default 1 s CPU window and a walk of the default
+// disk paths) and the peak RSS after it.
 func BenchmarkIdleFootprint(b *testing.B) {
 	c := labtest.NewCluster(b, lab.Options{})
 	cs := kubernetes.NewForConfigOrDie(c.RESTConfig())
@@ -52,11 +55,19 @@ func BenchmarkIdleFootprint(b *testing.B) {
 		cpu := time.Duration(r1.Utime.Nano()+r1.Stime.Nano()-r0.Utime.Nano()-r0.Stime.Nano()) * time.Nanosecond
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
+		idleRSS := vmHWMKiB(b)
+		d0 := time.Now()
+		if code, body := get(a.Addr(), "/diagnose"); code != 200 {
+			b.Fatalf("/diagnose: %d %s", code, body)
+		}
+		diag := time.Since(d0)
 		cancel()
 		<-done
 		b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "%core-idle")
-		b.ReportMetric(float64(vmHWMKiB(b))/1024, "MB-peak-RSS")
+		b.ReportMetric(float64(idleRSS)/1024, "MB-peak-RSS")
 		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "MB-heap-inuse")
+		b.ReportMetric(float64(diag.Milliseconds()), "ms/diagnose")
+		b.ReportMetric(float64(vmHWMKiB(b))/1024, "MB-peak-RSS-after-diagnose")
 		b.Logf("problems: %v", a.Problems())
 	}
 }

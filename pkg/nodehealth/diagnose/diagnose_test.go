@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/kdiag/kdiag/pkg/nodehealth/diagnose/diagnosetest"
 	"github.com/kdiag/kdiag/pkg/nodehealth/disk"
 )
 
@@ -86,27 +85,6 @@ func fakeAPIServer(t *testing.T, dnsIP string) kubernetes.Interface {
 	return kubernetes.NewForConfigOrDie(&rest.Config{Host: srv.URL})
 }
 
-// fakeDNS serves kubernetes.default.svc.cluster.local on loopback.
-func fakeDNS(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(q)
-		if q.Question[0].Name == "kubernetes.default.svc.cluster.local." && q.Question[0].Qtype == dns.TypeA {
-			rr, _ := dns.NewRR("kubernetes.default.svc.cluster.local. 5 IN A 10.96.0.1")
-			m.Answer = append(m.Answer, rr)
-		}
-		_ = w.WriteMsg(m)
-	})}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
-}
-
 func TestDiagnoseFillsEverySection(t *testing.T) {
 	procDir, pressure, v2, memV1 := fakeNode(t, "60.00")
 	healthz := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -117,7 +95,7 @@ func TestDiagnoseFillsEverySection(t *testing.T) {
 		_, _ = w.Write([]byte("ok"))
 	}))
 	defer healthz.Close()
-	dnsAddr := fakeDNS(t)
+	dnsAddr := diagnosetest.ClusterDNS(t, "10.96.0.1")
 	diskDir := t.TempDir()
 	write(t, filepath.Join(diskDir, "pods", "x", "data"), strings.Repeat("x", 100000))
 	d := New(Options{
