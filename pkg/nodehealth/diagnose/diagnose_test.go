@@ -21,7 +21,7 @@ import (
 	"github.com/kdiag/kdiag/pkg/nodehealth/disk"
 )
 
-func write(t *testing.T, path, content string) {
+func write(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -38,7 +38,7 @@ const (
 
 // fakeNode lays out a /proc, /proc/pressure and a hybrid cgroup tree
 // (CPU in a cgroup v2 hierarchy, memory in v1) in a temp dir.
-func fakeNode(t *testing.T, memSomeAvg10 string) (procDir, pressure, v2, memV1 string) {
+func fakeNode(t testing.TB, memSomeAvg10 string) (procDir, pressure, v2, memV1 string) {
 	t.Helper()
 	root := t.TempDir()
 	procDir, pressure = filepath.Join(root, "proc"), filepath.Join(root, "proc", "pressure")
