@@ -271,12 +271,13 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 		uids = append(uids, uid)
 	}
 	r.mu.Unlock()
-	var errs []error
-	for _, uid := range uids {
-		if err := r.Remove(ctx, uid); err != nil {
-			errs = append(errs, err)
-		}
+	// In parallel: each pod may take its grace period to stop.
+	errs := make([]error, len(uids))
+	var wg sync.WaitGroup
+	for i, uid := range uids {
+		wg.Go(func() { errs[i] = r.Remove(ctx, uid) })
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
