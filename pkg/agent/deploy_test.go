@@ -20,6 +20,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
@@ -59,12 +60,15 @@ func manifests(t *testing.T, name string) []*unstructured.Unstructured {
 }
 
 var resources = map[string]schema.GroupVersionResource{
-	"ServiceAccount":     {Version: "v1", Resource: "serviceaccounts"},
-	"ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
-	"ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
-	"Role":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
-	"RoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
-	"DaemonSet":          {Group: "apps", Version: "v1", Resource: "daemonsets"},
+	"ServiceAccount":            {Version: "v1", Resource: "serviceaccounts"},
+	"ClusterRole":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
+	"ClusterRoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+	"Role":                      {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
+	"RoleBinding":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
+	"ValidatingAdmissionPolicy": {Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"},
+	"ValidatingAdmissionPolicyBinding": {Group: "admissionregistration.k8s.io", Version: "v1",
+		Resource: "validatingadmissionpolicybindings"},
+	"DaemonSet": {Group: "apps", Version: "v1", Resource: "daemonsets"},
 }
 
 func TestManifestsPassServerSideDryRun(t *testing.T) {
@@ -285,5 +289,83 @@ func TestDaemonSetMountsAreReadOnlyAndJustified(t *testing.T) {
 	}
 	if spec.HostPID || spec.HostIPC {
 		t.Errorf("hostPID/hostIPC set: the agent reads the host's /proc from a read-only mount instead")
+	}
+}
+
+// TestReportPolicyConfinesTheAgentsWrites applies rbac.yaml's
+// ValidatingAdmissionPolicy, matched to a test user instead of the agent's
+// service account, and checks what it lets that user write in kube-system:
+// only report ConfigMaps, and only its own node's when its credentials
+// name a node.
+func TestReportPolicyConfinesTheAgentsWrites(t *testing.T) {
+	c := labtest.Cluster(t)
+	ctx := context.Background()
+	admin := dynamic.NewForConfigOrDie(c.RESTConfig())
+	marker := fmt.Sprintf("kp%06d", rand.IntN(1000000))
+	user := "kdiag-agent-" + marker
+	policy := "kdiag-agent-node-reports-" + marker
+	for _, u := range manifests(t, "rbac.yaml") {
+		gvr := resources[u.GetKind()]
+		switch u.GetKind() {
+		case "ValidatingAdmissionPolicy":
+			conds, _, _ := unstructured.NestedSlice(u.Object, "spec", "matchConditions")
+			cond := conds[0].(map[string]any)
+			cond["expression"] = strings.Replace(cond["expression"].(string), "system:serviceaccount:kube-system:kdiag-agent", user, 1)
+			if cond["expression"] == conds[0] {
+				t.Fatal("the policy's match condition does not name the agent's service account")
+			}
+			_ = unstructured.SetNestedSlice(u.Object, conds, "spec", "matchConditions")
+		case "ValidatingAdmissionPolicyBinding":
+			_ = unstructured.SetNestedField(u.Object, policy, "spec", "policyName")
+		default:
+			continue
+		}
+		u.SetName(policy)
+		if _, err := admin.Resource(gvr).Create(ctx, u, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create %s: %v", u.GetKind(), err)
+		}
+		t.Cleanup(func() { _ = admin.Resource(gvr).Delete(context.Background(), policy, metav1.DeleteOptions{}) })
+	}
+	as := func(node string) kubernetes.Interface {
+		cfg := rest.CopyConfig(c.RESTConfig())
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:masters"}}
+		if node != "" {
+			cfg.Impersonate.Extra = map[string][]string{"authentication.kubernetes.io/node-name": {node}}
+		}
+		return kubernetes.NewForConfigOrDie(cfg)
+	}
+	cms := kubernetes.NewForConfigOrDie(c.RESTConfig()).CoreV1().ConfigMaps("kube-system")
+	write := func(cs kubernetes.Interface, name string, labelled bool) error {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-system"}, Data: map[string]string{"k": "v"}}
+		if labelled {
+			cm.Labels = map[string]string{"kdiag.io/node-report": "true"}
+		}
+		_, err := cs.CoreV1().ConfigMaps("kube-system").Create(ctx, cm, metav1.CreateOptions{})
+		if err == nil {
+			t.Cleanup(func() { _ = cms.Delete(context.Background(), name, metav1.DeleteOptions{}) })
+		}
+		return err
+	}
+	waitUntil(t, 15*time.Second, "the policy denying the user a ConfigMap that is no report", func() (bool, error) {
+		err := write(as(""), "coredns-"+marker, false)
+		return err != nil && strings.Contains(err.Error(), "may write only node report ConfigMaps"), err
+	})
+	for _, tc := range []struct {
+		name, node, cm string
+		labelled       bool
+		denied         string
+	}{
+		{"report without its label", "", "kdiag-node-report-" + marker + "-a", false, "may write only node report ConfigMaps"},
+		{"report, no node in the credentials", "", "kdiag-node-report-" + marker + "-b", true, ""},
+		{"another node's report", "n-" + marker, "kdiag-node-report-other-" + marker, true, "only its own node's report"},
+		{"its own node's report", "n-" + marker, "kdiag-node-report-n-" + marker, true, ""},
+	} {
+		err := write(as(tc.node), tc.cm, tc.labelled)
+		switch {
+		case tc.denied == "" && err != nil:
+			t.Errorf("%s: %v, want it allowed", tc.name, err)
+		case tc.denied != "" && (err == nil || !strings.Contains(err.Error(), tc.denied)):
+			t.Errorf("%s: error %v, want denied: %s", tc.name, err, tc.denied)
+		}
 	}
 }
