@@ -56,6 +56,11 @@ func (p ClusterAPIProvider) Do(ctx context.Context, n *corev1.Node, a Action) (s
 		return "", fmt.Errorf("clusterapi provider: node %s has no Machine (annotations %s and %s missing): is it managed by Cluster API?", n.Name, CAPIMachineAnnotation, CAPIClusterNamespaceAnnotation)
 	}
 	m, err := p.Mapper.RESTMapping(CAPIMachineKind())
+	if r, ok := p.Mapper.(meta.ResettableRESTMapper); ok && meta.IsNoMatchError(err) {
+		// Cluster API may have been installed since the last discovery.
+		r.Reset()
+		m, err = p.Mapper.RESTMapping(CAPIMachineKind())
+	}
 	if err != nil {
 		return "", fmt.Errorf("clusterapi provider: the cluster serves no %s (is Cluster API installed?): %w", CAPIMachineKind(), err)
 	}
