@@ -48,9 +48,9 @@ func Detect() (Roots, error) {
 	return r, nil
 }
 
-// memoryV2 reports whether the cgroup2 hierarchy has the memory controller
+// HasMemoryV2 reports whether the cgroup2 hierarchy has the memory controller
 // (false on hybrid hosts, where memory is a v1 controller).
-func (r Roots) memoryV2() bool {
+func (r Roots) HasMemoryV2() bool {
 	if r.V2 == "" {
 		return false
 	}
@@ -123,7 +123,7 @@ func (r Roots) Create(parent Parent, rel string, memoryLimit int64) (Group, erro
 			return g, err
 		}
 		g.V2 = dir
-		if memoryLimit > 0 && r.memoryV2() {
+		if memoryLimit > 0 && r.HasMemoryV2() {
 			if err := write(dir, "memory.max", strconv.FormatInt(memoryLimit, 10)); err != nil {
 				return g, err
 			}
@@ -150,7 +150,7 @@ func (r Roots) Create(parent Parent, rel string, memoryLimit int64) (Group, erro
 // for the children of each new level when the hierarchy has it (cgroup2
 // only hands a controller down when every ancestor enables it).
 func (r Roots) mkdirV2(base, rel string) error {
-	mem := r.memoryV2()
+	mem := r.HasMemoryV2()
 	if mem {
 		// The root enables it for base's level.
 		_ = write(r.V2, "cgroup.subtree_control", "+memory")

@@ -88,7 +88,7 @@ func TestOOMKill(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	if g.MemoryV1 == "" && !roots.memoryV2() {
+	if g.MemoryV1 == "" && !roots.HasMemoryV2() {
 		t.Skip("no memory controller to limit memory with")
 	}
 	exe, _ := os.Executable()

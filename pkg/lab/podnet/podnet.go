@@ -111,11 +111,10 @@ func Create(ctx context.Context, id string) (_ Network, err error) {
 			_ = n.Delete(context.WithoutCancel(ctx))
 		}
 	}()
+	if err := CreateBridge(ctx, n.Netns, BridgeName); err != nil {
+		return n, err
+	}
 	steps := [][]string{
-		{"netns", "add", n.Netns},
-		{"-n", n.Netns, "link", "set", "lo", "up"},
-		{"-n", n.Netns, "link", "add", BridgeName, "type", "bridge"},
-		{"-n", n.Netns, "link", "set", BridgeName, "up"},
 		{"link", "add", n.HostLink, "type", "veth", "peer", "name", labLink, "netns", n.Netns},
 		{"addr", "add", n.HostAddr.String(), "dev", n.HostLink},
 		{"link", "set", n.HostLink, "up"},
@@ -238,41 +237,100 @@ func (n Network) PodNetns(key string) string {
 // with addr, a veth on the bridge and a default route via gw; gw's prefix
 // must already be on the bridge (AddGateway). An existing namespace of the
 // same key is replaced.
-func (n Network) AddPod(ctx context.Context, key string, addr netip.Prefix, gw netip.Addr) (_ Pod, err error) {
+func (n Network) AddPod(ctx context.Context, key string, addr netip.Prefix, gw netip.Addr) (Pod, error) {
 	h := shortHash(key)
 	p := Pod{Netns: n.podNetnsPrefix() + h, HostVeth: "v" + h, Addr: addr, Gateway: gw}
 	_ = n.DeletePod(ctx, p.Netns)
-	defer func() {
-		if err != nil {
-			_ = n.DeletePod(context.WithoutCancel(ctx), p.Netns)
-		}
-	}()
+	err := Attach(ctx, Attachment{
+		BridgeNetns: n.Netns, Bridge: BridgeName, Netns: p.Netns, HostVeth: p.HostVeth,
+		Addrs: []netip.Prefix{addr}, Gateway: gw, Hairpin: true,
+	})
+	return p, err
+}
+
+// CreateBridge creates the namespace netns with loopback up and an up
+// bridge named bridge in it.
+func CreateBridge(ctx context.Context, netns, bridge string) error {
 	for _, s := range [][]string{
-		{"netns", "add", p.Netns},
-		{"-n", p.Netns, "link", "set", "lo", "up"},
-		{"-n", n.Netns, "link", "add", p.HostVeth, "type", "veth", "peer", "name", "eth0", "netns", p.Netns},
-		{"-n", n.Netns, "link", "set", p.HostVeth, "master", BridgeName},
-		// Hairpin: a pod reaching itself through its Service.
-		{"-n", n.Netns, "link", "set", p.HostVeth, "type", "bridge_slave", "hairpin", "on"},
-		{"-n", n.Netns, "link", "set", p.HostVeth, "up"},
-		{"-n", p.Netns, "addr", "add", addr.String(), "dev", "eth0"},
-		{"-n", p.Netns, "link", "set", "eth0", "up"},
-		{"-n", p.Netns, "route", "add", "default", "via", gw.String()},
+		{"netns", "add", netns},
+		{"-n", netns, "link", "set", "lo", "up"},
+		{"-n", netns, "link", "add", bridge, "type", "bridge"},
+		{"-n", netns, "link", "set", bridge, "up"},
 	} {
 		if err := ip(ctx, s...); err != nil {
-			return p, err
+			return err
 		}
 	}
-	return p, nil
+	return nil
+}
+
+// Attachment is a pod namespace on a bridge (see Attach).
+type Attachment struct {
+	// BridgeNetns and Bridge are where the bridge is.
+	BridgeNetns, Bridge string
+	// Netns is the pod namespace to create; HostVeth the name of the veth
+	// end on the bridge (at most 15 bytes). The pod's end is eth0.
+	Netns, HostVeth string
+	// Addrs go on eth0 (IPv6 ones without duplicate address detection, so
+	// that they are usable at once).
+	Addrs []netip.Prefix
+	// Gateway, when valid, is the pod's default route.
+	Gateway netip.Addr
+	// Hairpin lets traffic leave and re-enter the same bridge port (a pod
+	// reaching itself through its Service).
+	Hairpin bool
+}
+
+// Attach creates a pod namespace with loopback and eth0 up, eth0 being
+// one end of a veth whose other end is on the bridge. On failure it
+// removes the namespace again.
+func Attach(ctx context.Context, a Attachment) (err error) {
+	defer func() {
+		if err != nil {
+			_ = DeleteNetns(context.WithoutCancel(ctx), a.Netns)
+		}
+	}()
+	steps := [][]string{
+		{"netns", "add", a.Netns},
+		{"-n", a.Netns, "link", "set", "lo", "up"},
+		{"-n", a.BridgeNetns, "link", "add", a.HostVeth, "type", "veth", "peer", "name", "eth0", "netns", a.Netns},
+		{"-n", a.BridgeNetns, "link", "set", a.HostVeth, "master", a.Bridge},
+	}
+	if a.Hairpin {
+		steps = append(steps, []string{"-n", a.BridgeNetns, "link", "set", a.HostVeth, "type", "bridge_slave", "hairpin", "on"})
+	}
+	steps = append(steps, []string{"-n", a.BridgeNetns, "link", "set", a.HostVeth, "up"})
+	for _, addr := range a.Addrs {
+		s := []string{"-n", a.Netns, "addr", "add", addr.String(), "dev", "eth0"}
+		if addr.Addr().Is6() {
+			s = append(s, "nodad")
+		}
+		steps = append(steps, s)
+	}
+	steps = append(steps, []string{"-n", a.Netns, "link", "set", "eth0", "up"})
+	if a.Gateway.IsValid() {
+		steps = append(steps, []string{"-n", a.Netns, "route", "add", "default", "via", a.Gateway.String()})
+	}
+	for _, s := range steps {
+		if err := ip(ctx, s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteNetns removes a named network namespace; a missing one is fine.
+func DeleteNetns(ctx context.Context, name string) error {
+	if _, err := os.Stat(filepath.Join(NetnsDir, name)); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return ip(ctx, "netns", "del", name)
 }
 
 // DeletePod removes a pod namespace (and with it its veth). A missing one
 // is fine.
 func (n Network) DeletePod(ctx context.Context, netns string) error {
-	if _, err := os.Stat(filepath.Join(NetnsDir, netns)); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return ip(ctx, "netns", "del", netns)
+	return DeleteNetns(ctx, netns)
 }
 
 // Delete removes the node network and every pod namespace of the lab, and

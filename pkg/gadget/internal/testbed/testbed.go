@@ -12,14 +12,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,7 +27,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/kdiag/kdiag/pkg/enrich"
+	"github.com/kdiag/kdiag/pkg/lab/cgroups"
+	"github.com/kdiag/kdiag/pkg/lab/podnet"
 )
 
 // Environment variables of a re-executed helper process.
@@ -60,8 +58,8 @@ type Bed struct {
 	id     string
 	bridge string
 	pods   []*Pod
-	cgRoot struct{ v2, mem string }
-	cgBase []string // per-bed parent cgroups, removed at cleanup
+	cgRoots cgroups.Roots
+	cgBase  cgroups.Parent // the bed's parent cgroup in every hierarchy
 
 	mu    sync.Mutex
 	procs []*Proc
@@ -92,17 +90,12 @@ func New(t testing.TB) *Bed {
 	RequireKernel(t)
 	b := &Bed{t: t, id: randHex(3)}
 	b.bridge = "kd-" + b.id + "-br"
-	if root, err := enrich.Cgroup2Root("/proc"); err == nil {
-		b.cgRoot.v2 = root
-	}
-	if root, err := enrich.CgroupV1Root("/proc", "memory"); err == nil {
-		b.cgRoot.mem = root
-	}
+	b.cgRoots, _ = cgroups.Detect() // no hierarchy: pods get no cgroups
+	b.cgBase = cgroups.Parent("kdiag-test-" + b.id)
 	t.Cleanup(b.cleanup)
-	b.ip("netns", "add", b.bridge)
-	b.ip("-n", b.bridge, "link", "set", "lo", "up")
-	b.ip("-n", b.bridge, "link", "add", "br0", "type", "bridge")
-	b.ip("-n", b.bridge, "link", "set", "br0", "up")
+	if err := podnet.CreateBridge(context.Background(), b.bridge, "br0"); err != nil {
+		t.Fatalf("create the bed's bridge: %v", err)
+	}
 	return b
 }
 
@@ -133,14 +126,12 @@ func (b *Bed) AddPod(namespace, name string, opts PodOptions) *Pod {
 		IPv6:          netip.MustParseAddr(fmt.Sprintf("fd00:251::%x", n)),
 	}
 	b.pods = append(b.pods, p)
-	veth := fmt.Sprintf("v%d", n)
-	b.ip("netns", "add", p.NetnsName)
-	b.ip("-n", b.bridge, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", p.NetnsName)
-	b.ip("-n", b.bridge, "link", "set", veth, "master", "br0", "up")
-	b.ip("-n", p.NetnsName, "link", "set", "lo", "up")
-	b.ip("-n", p.NetnsName, "addr", "add", p.IPv4.String()+"/24", "dev", "eth0")
-	b.ip("-n", p.NetnsName, "addr", "add", p.IPv6.String()+"/64", "dev", "eth0", "nodad")
-	b.ip("-n", p.NetnsName, "link", "set", "eth0", "up")
+	if err := podnet.Attach(context.Background(), podnet.Attachment{
+		BridgeNetns: b.bridge, Bridge: "br0", Netns: p.NetnsName, HostVeth: fmt.Sprintf("v%d", n),
+		Addrs: []netip.Prefix{netip.PrefixFrom(p.IPv4, 24), netip.PrefixFrom(p.IPv6, 64)},
+	}); err != nil {
+		b.t.Fatalf("create pod %s: %v", name, err)
+	}
 	// Many short connections: a wide port range, and reuse of TIME_WAIT
 	// ports for new outgoing connections.
 	b.ip("netns", "exec", p.NetnsName, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1")
@@ -150,44 +141,24 @@ func (b *Bed) AddPod(namespace, name string, opts PodOptions) *Pod {
 	}
 	p.Netns = uint32(st.Ino)
 
-	rel := filepath.Join("kdiag-test-"+b.id, "kubepods", "burstable", "pod"+p.UID, p.ContainerID)
-	for _, root := range []string{b.cgRoot.v2, b.cgRoot.mem} {
-		if root == "" || (opts.V1Only && root == b.cgRoot.v2) {
-			continue
-		}
-		dir := filepath.Join(root, rel)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			b.t.Fatalf("create cgroup %s: %v", dir, err)
-		}
-		b.addBase(filepath.Join(root, "kdiag-test-"+b.id))
-		p.Cgroups = append(p.Cgroups, dir)
-		if root == b.cgRoot.v2 {
-			p.CgroupV2 = dir
-		} else {
-			p.MemoryCgroup = dir
-		}
+	roots := b.cgRoots
+	if opts.V1Only {
+		roots.V2 = ""
 	}
-	if opts.MemoryLimit > 0 {
-		if p.MemoryCgroup == "" {
-			b.t.Skip("no v1 memory cgroup hierarchy to limit memory in")
+	if opts.MemoryLimit > 0 && roots.MemoryV1 == "" {
+		b.t.Skip("no v1 memory cgroup hierarchy to limit memory in")
+	}
+	if roots.V2 != "" || roots.MemoryV1 != "" {
+		// The v1 memory limit comes without swap: the hog must be
+		// OOM-killed, not swapped out.
+		g, err := roots.Create(b.cgBase, cgroups.ContainerPath(corev1.PodQOSBurstable, p.UID, p.ContainerID), opts.MemoryLimit)
+		if err != nil {
+			b.t.Fatalf("create cgroups of %s: %v", name, err)
 		}
-		lim := strconv.FormatInt(opts.MemoryLimit, 10)
-		if err := os.WriteFile(filepath.Join(p.MemoryCgroup, "memory.limit_in_bytes"), []byte(lim), 0o644); err != nil {
-			b.t.Fatalf("limit memory of %s: %v", p.MemoryCgroup, err)
-		}
-		// No swap: the hog must be OOM-killed, not swapped out.
-		_ = os.WriteFile(filepath.Join(p.MemoryCgroup, "memory.swappiness"), []byte("0"), 0o644)
+		p.CgroupV2, p.MemoryCgroup = g.V2, g.MemoryV1
+		p.Cgroups = g.Dirs()
 	}
 	return p
-}
-
-func (b *Bed) addBase(dir string) {
-	for _, d := range b.cgBase {
-		if d == dir {
-			return
-		}
-	}
-	b.cgBase = append(b.cgBase, dir)
 }
 
 // CorePod returns the Kubernetes object the kubelet would report for p.
@@ -337,60 +308,12 @@ func (b *Bed) cleanup() {
 		pr.Kill()
 	}
 	// Kill whatever is still in the bed's cgroups, then remove them.
-	for _, base := range b.cgBase {
-		killCgroupTree(base)
-	}
-	for _, base := range b.cgBase {
-		removeCgroupTree(base)
-	}
+	_ = b.cgRoots.RemoveAll(b.cgBase)
+	ctx := context.Background()
 	for _, p := range b.pods {
-		_ = exec.Command("ip", "netns", "del", p.NetnsName).Run()
+		_ = podnet.DeleteNetns(ctx, p.NetnsName)
 	}
-	_ = exec.Command("ip", "netns", "del", b.bridge).Run()
-}
-
-func killCgroupTree(dir string) {
-	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		data, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
-		if err != nil {
-			return nil
-		}
-		for _, f := range strings.Fields(string(data)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		return nil
-	})
-}
-
-// removeCgroupTree removes cgroup directories bottom-up, retrying while
-// killed tasks finish exiting.
-func removeCgroupTree(dir string) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var dirs []string
-		_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, path)
-			}
-			return nil
-		})
-		var failed error
-		for i := len(dirs) - 1; i >= 0; i-- {
-			if err := syscall.Rmdir(dirs[i]); err != nil && !errors.Is(err, syscall.ENOENT) {
-				failed = err
-			}
-		}
-		if failed == nil || time.Now().After(deadline) {
-			return
-		}
-		killCgroupTree(dir)
-		time.Sleep(50 * time.Millisecond)
-	}
+	_ = podnet.DeleteNetns(ctx, b.bridge)
 }
 
 func (b *Bed) ip(args ...string) {
