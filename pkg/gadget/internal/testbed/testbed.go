@@ -54,10 +54,10 @@ func RequireKernel(t testing.TB) {
 
 // Bed is one test's node.
 type Bed struct {
-	t      testing.TB
-	id     string
-	bridge string
-	pods   []*Pod
+	t       testing.TB
+	id      string
+	bridge  string
+	pods    []*Pod
 	cgRoots cgroups.Roots
 	cgBase  cgroups.Parent // the bed's parent cgroup in every hierarchy
 
