@@ -111,3 +111,18 @@ func TestLabBadInput(t *testing.T) {
 		})
 	}
 }
+
+func TestLabUpRejectsBadPodsFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--pods", "sometimes"}, "--pods must be auto, real or simulated"},
+		{[]string{"--pods", "real", "--nodes", "0"}, "--pods=real needs --nodes > 0"},
+	} {
+		_, _, err := runKdiag(t, append([]string{"lab", "up", "--dir", t.TempDir()}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("lab up %v = %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
