@@ -30,6 +30,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -180,6 +181,9 @@ func Run(ctx context.Context, c Config, o Options) error {
 	if err != nil {
 		return fmt.Errorf("repair: client for %s: %w", c.REST.Host, err)
 	}
+	if err := preflight(c.REST); err != nil {
+		return err
+	}
 	probe := o.ProbeAddr
 	if probe == "" {
 		probe = "0"
@@ -241,6 +245,21 @@ func Run(ctx context.Context, c Config, o Options) error {
 		"maxAttempts", o.MaxAttempts, "maxInFlight", o.MaxInFlight, "maxUnhealthy", o.MaxUnhealthy.String(), "paused", o.Paused)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("repair: %w", err)
+	}
+	return nil
+}
+
+// preflight fails fast with one clear line when the API server cannot be
+// reached: the manager itself would retry its leader election forever.
+func preflight(cfg *rest.Config) error {
+	pc := rest.CopyConfig(cfg)
+	pc.Timeout = 15 * time.Second
+	dc, err := discovery.NewDiscoveryClientForConfig(pc)
+	if err != nil {
+		return fmt.Errorf("repair: client for %s: %w", cfg.Host, err)
+	}
+	if _, err := dc.ServerVersion(); err != nil {
+		return fmt.Errorf("repair: cannot reach the API server at %s: %w", cfg.Host, err)
 	}
 	return nil
 }
