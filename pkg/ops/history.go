@@ -184,10 +184,11 @@ const coverSlack = time.Minute
 
 // Merge returns the recorded operations plus the reconstructed ones that
 // no record covers, sorted by start. A record covers a reconstructed
-// operation of the same type when they share a node and the
-// reconstructed one started within the record's window (±1 minute): a
-// `kdiag drain run` leaves a NodeNotSchedulable event, and `kdiag repair`
-// the NodeReboot* events, that tell the same story as its record.
+// operation of the same type (or a Repair record the drain it ran) when
+// they share a node and the reconstructed one started within the record's
+// window (±1 minute): a `kdiag drain run` leaves a NodeNotSchedulable
+// event, and `kdiag repair` the NodeReboot* events and its drain's cordon,
+// that tell the same story as its record.
 func Merge(recorded, reconstructed []v1alpha1.Operation) []v1alpha1.Operation {
 	out := slices.Clone(recorded)
 	for _, r := range reconstructed {
@@ -203,7 +204,7 @@ func covered(r *v1alpha1.Operation, recorded []v1alpha1.Operation) bool {
 	start := startOf(r)
 	for i := range recorded {
 		c := &recorded[i]
-		if c.Spec.Type != r.Spec.Type || !sharesNode(c, r) {
+		if !covers(c.Spec.Type, r.Spec.Type) || !sharesNode(c, r) {
 			continue
 		}
 		from := startOf(c).Add(-coverSlack)
@@ -215,6 +216,14 @@ func covered(r *v1alpha1.Operation, recorded []v1alpha1.Operation) bool {
 		}
 	}
 	return false
+}
+
+// covers reports whether a record of type rec may stand for a
+// reconstructed operation of type got: the same type, or a repair's own
+// drain (the controller cordons and drains before a reimage and records
+// those steps in the Repair record).
+func covers(rec, got v1alpha1.OperationType) bool {
+	return rec == got || (rec == v1alpha1.TypeRepair && (got == v1alpha1.TypeDrain || got == v1alpha1.TypeEviction))
 }
 
 func sharesNode(a, b *v1alpha1.Operation) bool {

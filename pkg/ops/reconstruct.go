@@ -195,7 +195,13 @@ func evictions(events []corev1.Event, podNode PodNodeFunc, drains []*v1alpha1.Op
 		}
 	}
 	sort.SliceStable(idx, func(a, b int) bool { return opevents.Time(&events[idx[a]]).Before(opevents.Time(&events[idx[b]])) })
+	byNode := map[string][]*v1alpha1.Operation{}
+	for _, d := range drains {
+		byNode[d.Spec.Target.Name] = append(byNode[d.Spec.Target.Name], d)
+	}
 	standalone := map[string]*v1alpha1.Operation{}
+	type hintOf struct{ msg, node string }
+	last := map[*v1alpha1.Operation]hintOf{}
 	var keys []string
 	for _, i := range idx {
 		e := &events[i]
@@ -217,8 +223,8 @@ func evictions(events []corev1.Event, podNode PodNodeFunc, drains []*v1alpha1.Op
 		step := v1alpha1.OperationStep{Name: name, Phase: v1alpha1.PhaseFailed, StartTime: mt(opevents.FirstTime(e)), EndTime: mt(t), Message: e.Reason + ": " + msg}
 		var op *v1alpha1.Operation
 		if node != "" {
-			for _, d := range drains {
-				if d.Spec.Target.Name == node && !t.Before(d.Status.StartTime.Time.Add(-time.Minute)) && (d.Status.EndTime == nil || !t.After(d.Status.EndTime.Time)) {
+			for _, d := range byNode[node] {
+				if !t.Before(d.Status.StartTime.Time.Add(-time.Minute)) && (d.Status.EndTime == nil || !t.After(d.Status.EndTime.Time)) {
 					op = d
 				}
 			}
@@ -243,7 +249,11 @@ func evictions(events []corev1.Event, podNode PodNodeFunc, drains []*v1alpha1.Op
 		if op.Status.EndTime == nil || op.Status.EndTime.Before(mt(t)) {
 			op.Status.EndTime = mt(t)
 		}
-		op.Status.Hint = evictionHint(e.Message, node)
+		last[op] = hintOf{e.Message, node}
+	}
+	// The hint quotes the newest refusal; its regexp runs once per operation.
+	for op, h := range last {
+		op.Status.Hint = evictionHint(h.msg, h.node)
 	}
 	for _, d := range drains {
 		sort.SliceStable(d.Status.Steps, func(i, j int) bool {

@@ -140,6 +140,7 @@ func TestMerge(t *testing.T) {
 		nodeEvent("n1", "NodeNotSchedulable", "Normal", time.Hour, ""),      // a later cordon: kept
 		nodeEvent("n2", "NodeRebootStart", "Normal", time.Hour+time.Minute, ""),
 		nodeEvent("n3", "NodeRebootStart", "Normal", 0, ""),
+		nodeEvent("n2", "NodeNotSchedulable", "Normal", time.Hour+5*time.Minute, ""), // the repair's own drain
 	}
 	got := Merge(recorded, Reconstruct(events, nil))
 	var names []string
