@@ -185,7 +185,11 @@ func TestObjectNamePrefix(t *testing.T) {
 
 // A nil Record (recording switched off) is safe to use.
 func TestNilRecord(t *testing.T) {
-	var rec *Record
+	var r *Recorder
+	rec, err := r.Start(t.Context(), v1alpha1.Operation{})
+	if rec != nil || err != nil {
+		t.Fatalf("nil Recorder's Start = %v, %v; want nil, nil", rec, err)
+	}
 	rec.Step(t.Context(), "x", "").Done(t.Context(), nil, "")
 	if err := rec.Finish(t.Context(), errBoom, "h"); err != errBoom {
 		t.Errorf("Finish on nil returned %v, want the error passed in", err)
