@@ -88,7 +88,13 @@ func newLabUpCommand(g *Globals) *cobra.Command {
 			if mode == lab.PodsReal && nodes == 0 {
 				return errors.New("--pods=real needs --nodes > 0: real pods run on the simulated nodes")
 			}
-			if nodes == 0 {
+			switch {
+			case nodes == 0:
+				mode = lab.PodsSimulated
+			case mode == lab.PodsAuto && nodes > autoRealMaxNodes:
+				// A load-test lab: kube-proxy syncing thousands of Services
+				// would cost more than the lab itself.
+				fmt.Fprintf(g.Streams.ErrOut, "kdiag lab: pods are simulated: more than %d nodes (use --pods=real to run them anyway)\n", autoRealMaxNodes)
 				mode = lab.PodsSimulated
 			}
 			dir, err := filepath.Abs(f.dir)
@@ -200,7 +206,13 @@ func newLabStatusCommand(g *Globals) *cobra.Command {
 					return fmt.Errorf("write status: %w", err)
 				}
 			} else {
-				fmt.Fprintf(g.Streams.Out, "dir:        %s\nkubeconfig: %s\nserver:     %s\nstarted:    %s\n\n", st.Dir, st.Kubeconfig, st.Server, st.StartedAt.Local().Format(time.RFC3339))
+				fmt.Fprintf(g.Streams.Out, "dir:        %s\nkubeconfig: %s\nserver:     %s\nstarted:    %s\n", st.Dir, st.Kubeconfig, st.Server, st.StartedAt.Local().Format(time.RFC3339))
+				if d := st.DataPlane; d != nil {
+					fmt.Fprintf(g.Streams.Out, "pods:       real, node network %s (host link %s, %s), cgroups %s\n", d.Network.Netns, d.Network.HostLink, d.Network.HostAddr, d.CgroupParent)
+				} else {
+					fmt.Fprintf(g.Streams.Out, "pods:       simulated\n")
+				}
+				fmt.Fprintln(g.Streams.Out)
 				tw := tabwriter.NewWriter(g.Streams.Out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tPID\tSTATE\tLOG")
 				for _, p := range st.Processes {
@@ -249,6 +261,9 @@ func newLabBuildCommand(g *Globals) *cobra.Command {
 	cmd.Flags().BoolVar(&force, "force", false, "rebuild even when the cached binaries match the pins")
 	return cmd
 }
+
+// autoRealMaxNodes is the most nodes for which --pods=auto runs real pods.
+const autoRealMaxNodes = 50
 
 // upstreamDNSProcess names the node resolver's process and log file.
 const upstreamDNSProcess = "upstream-dns"

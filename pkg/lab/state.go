@@ -113,6 +113,8 @@ type Status struct {
 	StartedAt  time.Time       `json:"startedAt"`
 	Ports      Ports           `json:"ports"`
 	Processes  []ProcessStatus `json:"processes"`
+	// DataPlane is set when pods run for real.
+	DataPlane *DataPlane `json:"dataPlane,omitempty"`
 }
 
 // Running reports whether every process of the lab runs.
@@ -142,6 +144,7 @@ func ReadStatus(dir string) (*Status, error) {
 		Server:     s.server(),
 		StartedAt:  s.StartedAt,
 		Ports:      s.Ports,
+		DataPlane:  s.DataPlane,
 	}
 	for _, r := range s.Processes {
 		st.Processes = append(st.Processes, ProcessStatus{Record: r, Running: process.Alive(r)})
@@ -181,10 +184,13 @@ func stopRecords(ctx context.Context, recs []process.Record) error {
 	return errors.Join(errs...)
 }
 
-// Down stops every process the state file in dir lists and removes the
-// state file. It is idempotent: a directory without a lab, or whose
-// processes are already gone (a crashed `lab up`, a reboot), is fine.
-// Nothing but the processes the state file records is ever signalled.
+// Down stops every process the state file in dir lists, removes the data
+// plane it records (killing what still runs in the lab's cgroups, then
+// deleting its cgroups, namespaces and host link) and removes the state
+// file. It is idempotent: a directory without a lab, or whose processes are
+// already gone (a crashed `lab up`, kill -9, a reboot), is fine. Nothing
+// but the processes the state file records and the processes in the lab's
+// own cgroups is ever signalled.
 func Down(ctx context.Context, dir string) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
