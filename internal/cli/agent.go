@@ -85,7 +85,7 @@ See docs/commands/agent.md.`,
 // diagnostic's flags (docs/commands/agent.md).
 func addDiskDiagnoseFlags(fl *pflag.FlagSet, f *agentFlags) {
 	lim := disk.DefaultLimits()
-	f.disk = disk.Options{SetPercent: 85, ClearPercent: 80, Limits: lim}
+	f.disk = disk.Options{SetPercent: disk.DefaultSetPercent, ClearPercent: disk.DefaultClearPercent, Limits: lim}
 	fl.BoolVar(&f.noDisk, "no-disk", false, "do not watch disk usage")
 	fl.StringArrayVar(&f.disk.Paths, "disk-path", disk.DefaultPaths(), "directory whose filesystem is watched (repeatable; filesystems are deduplicated)")
 	fl.DurationVar(&f.disk.Interval, "disk-interval", time.Minute, "how often to read disk usage")

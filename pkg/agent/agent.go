@@ -116,7 +116,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	if !opts.DisableDisk {
 		// Check the thresholds now: a bad flag is an error at start.
-		if err := withDiskDefaults(opts.Disk).Validate(); err != nil {
+		if err := opts.Disk.WithDefaults().Validate(); err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 	}
@@ -202,9 +202,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.exp, a.resumed = exp, true
 	a.mu.Unlock()
-	if err := pods.Start(ctx, 10*time.Second); err != nil {
-		a.problem(fmt.Errorf("OOM events will lack pod details until the pod list arrives: %w", err))
-	}
 	// The reporter watches the conditions (as a sink) and the Node's Ready
 	// condition, and records a diagnostic when one turns bad.
 	rp := newReporter(a, a.opts.ReportInterval)
@@ -216,7 +213,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return exp.Run(ctx) })
 	var dm *disk.Monitor
 	if !a.opts.DisableDisk {
-		do := withDiskDefaults(a.opts.Disk)
+		do := a.opts.Disk.WithDefaults()
 		do.Registerer, do.Logger = a.metrics.Registry, a.log
 		if dm, err = disk.NewMonitor(do, sink, resume); err != nil {
 			a.problem(fmt.Errorf("disk monitor off: %w", err))
@@ -232,6 +229,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if rp.interval > 0 {
 		g.Go(func() error { rp.watchReady(ctx); return nil })
 		g.Go(func() error { rp.run(ctx); return nil })
+	}
+	// /diagnose answers from here on; pods are named once the list arrives.
+	if err := pods.Start(ctx, 10*time.Second); err != nil {
+		a.problem(fmt.Errorf("OOM events will lack pod details until the pod list arrives: %w", err))
 	}
 
 	for _, c := range a.configs {
@@ -266,14 +267,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// withDiskDefaults applies the disk monitor's default thresholds.
-func withDiskDefaults(o disk.Options) disk.Options {
-	if o.SetPercent == 0 && o.ClearPercent == 0 {
-		o.SetPercent, o.ClearPercent = 85, 80
-	}
-	return o
-}
-
 // diagnoseOptions completes the diagnostic's options with what the agent
 // has: its client, pod cache and disk monitor.
 func (a *Agent) diagnoseOptions(pods diagnose.PodResolver, dm *disk.Monitor) diagnose.Options {
@@ -283,7 +276,7 @@ func (a *Agent) diagnoseOptions(pods diagnose.PodResolver, dm *disk.Monitor) dia
 	if dm != nil {
 		o.Disk = dm
 	}
-	do := withDiskDefaults(a.opts.Disk)
+	do := a.opts.Disk.WithDefaults()
 	if len(o.DiskPaths) == 0 {
 		o.DiskPaths = do.Paths
 	}

@@ -188,7 +188,7 @@ func (r *reporter) store(ctx context.Context, rep *diagnose.Report) {
 	}
 }
 
-// Latest returns the last report the agent recorded by itself, or nil.
+// latest returns the last report the agent recorded by itself, or nil.
 func (r *reporter) latest() *diagnose.Report {
 	r.mu.Lock()
 	defer r.mu.Unlock()

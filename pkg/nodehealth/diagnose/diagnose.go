@@ -102,7 +102,7 @@ func (o Options) withDefaults() Options {
 		o.DiskPaths = disk.DefaultPaths()
 	}
 	if o.DiskThresholdPercent <= 0 {
-		o.DiskThresholdPercent = 85
+		o.DiskThresholdPercent = disk.DefaultSetPercent
 	}
 	if o.DiskLimits.MaxDuration <= 0 {
 		o.DiskLimits.MaxDuration = 3 * time.Second

@@ -26,6 +26,12 @@ const (
 	ReasonNormal = "DiskUsageNormal"
 )
 
+// Default thresholds, in percent of bytes or inodes used.
+const (
+	DefaultSetPercent   = 85
+	DefaultClearPercent = 80
+)
+
 // DefaultPaths returns the directories watched unless configured: the
 // kubelet's, containerd's and the logs.
 func DefaultPaths() []string { return []string{"/var/lib/kubelet", "/var/lib/containerd", "/var/log"} }
@@ -55,7 +61,9 @@ func (o Options) Validate() error {
 	return nil
 }
 
-func (o Options) withDefaults() Options {
+// WithDefaults returns o with the default paths, interval, thresholds
+// (when neither is set) and limits filled in.
+func (o Options) WithDefaults() Options {
 	if len(o.Paths) == 0 {
 		o.Paths = DefaultPaths()
 	}
@@ -63,7 +71,7 @@ func (o Options) withDefaults() Options {
 		o.Interval = time.Minute
 	}
 	if o.SetPercent == 0 && o.ClearPercent == 0 {
-		o.SetPercent, o.ClearPercent = 85, 80
+		o.SetPercent, o.ClearPercent = DefaultSetPercent, DefaultClearPercent
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -92,7 +100,7 @@ type Monitor struct {
 // the condition in resume. Paths that cannot be read are not an error here:
 // each poll reports them (Errors) and watches the rest.
 func NewMonitor(opts Options, sink nodehealth.Sink, resume map[string]nodehealth.Condition) (*Monitor, error) {
-	opts = opts.withDefaults()
+	opts = opts.WithDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
