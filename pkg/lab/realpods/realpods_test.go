@@ -1,6 +1,7 @@
 package realpods_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -280,10 +282,10 @@ func TestReadinessAndEndpointSlices(t *testing.T) {
 // TestKubectlLogs reads a real container's log through the API server,
 // which asks the simulated kubelet's logs endpoint.
 func TestKubectlLogs(t *testing.T) {
-	_, cs, ns := setup(t)
+	c, cs, ns := setup(t)
 	ctx := context.Background()
 	labtest.CreatePod(t, ctx, cs, ns, "talker", nil, serverSpec(8080, nil), false)
-	waitPod(t, cs, ns, "talker", "Running", labtest.PodRunning)
+	talker := waitPod(t, cs, ns, "talker", "Running", labtest.PodRunning)
 	var logs []byte
 	labtest.WaitFor(t, ctx, "kubectl logs talker", func(ctx context.Context) (bool, error) {
 		var err error
@@ -304,4 +306,41 @@ func TestKubectlLogs(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).GetLogs("talker", &corev1.PodLogOptions{Previous: true}).DoRaw(ctx); err == nil {
 		t.Error("logs --previous of a container that never restarted: no error")
 	}
+
+	// kubectl logs -f: a request logged after the stream opened arrives.
+	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	stream, err := cs.CoreV1().Pods(ns).GetLogs("talker", &corev1.PodLogOptions{Follow: true}).Stream(fctx)
+	if err != nil {
+		t.Fatalf("logs -f: %v", err)
+	}
+	defer stream.Close()
+	if _, err := get(ctx, netnsOf(c, talker), "http://"+net.JoinHostPort(talker.Status.PodIP, "8080")+"/followed"); err != nil {
+		t.Fatalf("GET talker: %v", err)
+	}
+	found := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stream)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "request /followed") {
+				found <- true
+				return
+			}
+		}
+		found <- false
+	}()
+	if !<-found {
+		t.Error("logs -f never showed the request made after it started")
+	}
+
+	// Deleting the pod stops it and frees its network namespace.
+	netns := netnsOf(c, talker)
+	if err := cs.CoreV1().Pods(ns).Delete(ctx, "talker", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	labtest.WaitFor(t, ctx, "pod talker gone with its namespace", func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().Pods(ns).Get(ctx, "talker", metav1.GetOptions{})
+		_, serr := os.Stat(netns)
+		return apierrors.IsNotFound(err) && os.IsNotExist(serr), nil
+	})
 }
