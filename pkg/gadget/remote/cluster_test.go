@@ -47,7 +47,7 @@ const (
 // server assigns its own UID, so the pod's cgroups are re-created under
 // that UID (cgroup v2 cannot rename a directory) before any process of
 // the pod starts; the bed's cleanup removes them with the rest.
-func registerPod(t *testing.T, ctx context.Context, cs kubernetes.Interface, p *testbed.Pod, node string) {
+func registerPod(t testing.TB, ctx context.Context, cs kubernetes.Interface, p *testbed.Pod, node string) {
 	t.Helper()
 	obj := p.CorePod(node)
 	obj.UID, obj.Status = "", corev1.PodStatus{}
@@ -83,11 +83,13 @@ func registerPod(t *testing.T, ctx context.Context, cs kubernetes.Interface, p *
 	labtest.SetPodStatus(t, ctx, cs, p.Namespace, p.Name, func(pod *corev1.Pod) {
 		pod.Status = want
 		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-	}, func(pod *corev1.Pod) bool { return pod.Status.PodIP == want.PodIP && len(pod.Status.ContainerStatuses) == 1 })
+	}, func(pod *corev1.Pod) bool {
+		return pod.Status.PodIP == want.PodIP && len(pod.Status.ContainerStatuses) == 1
+	})
 }
 
 // startLabAgent runs the real agent, with the gadget server, for node.
-func startLabAgent(t *testing.T, c *lab.Cluster, node string) *labtest.LabAgent {
+func startLabAgent(t testing.TB, c *lab.Cluster, node string) *labtest.LabAgent {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return labtest.StartAgent(t, c, labtest.AgentOptions{Node: node, Run: func(ctx context.Context, listen string) error {

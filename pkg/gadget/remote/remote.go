@@ -81,6 +81,9 @@ type NodeResult struct {
 	Stats gadget.Stats
 	// Received is the number of event lines received from the node.
 	Received uint64
+	// Dropped counts events the agent dropped because this stream did
+	// not keep up (its send queue was full); lost like Stats.Lost.
+	Dropped uint64
 	// Unparsed counts event lines Event could not decode.
 	Unparsed uint64
 	// Complete is set when the agent's final line arrived.
@@ -105,12 +108,13 @@ func (r Result) Count(s State) int {
 	return n
 }
 
-// Total sums the answered nodes' counts. Events are those received.
+// Total sums the answered nodes' counts. Events are those received; Lost
+// includes the events the agents dropped.
 func (r Result) Total() gadget.Stats {
 	var t gadget.Stats
 	for _, nr := range r.Nodes {
 		t.Events += nr.Received
-		t.Lost += nr.Stats.Lost
+		t.Lost += nr.Stats.Lost + nr.Dropped
 		t.Missed += nr.Stats.Missed
 		t.Filtered += nr.Stats.Filtered
 		t.Unparsed += nr.Stats.Unparsed + nr.Unparsed
@@ -135,6 +139,9 @@ func (r Result) Summary(gadgetName string) []string {
 				st := nr.Stats
 				st.Events = nr.Received
 				line += strings.TrimPrefix(render.Summary("", st), ": ")
+				if nr.Dropped > 0 {
+					line += fmt.Sprintf(", %d dropped by the agent (this stream did not keep up)", nr.Dropped)
+				}
 				if nr.Unparsed > 0 {
 					line += fmt.Sprintf(", %d not parsable here", nr.Unparsed)
 				}
@@ -316,6 +323,7 @@ func control(opts Options, nr *NodeResult, c wire.Control, announce func()) {
 	if c.Stats != nil {
 		nr.Stats = *c.Stats
 	}
+	nr.Dropped = max(nr.Dropped, c.Dropped)
 	switch c.Stream {
 	case wire.KindStart:
 		if !nr.Started {
@@ -324,7 +332,11 @@ func control(opts Options, nr *NodeResult, c wire.Control, announce func()) {
 		}
 	case wire.KindLost:
 		if opts.Notice != nil && c.Stats != nil {
-			opts.Notice(render.LostWarning(opts.Gadget+" on "+nr.Node, c.Stats.Lost, c.Stats.Missed))
+			msg := render.LostWarning(opts.Gadget+" on "+nr.Node, c.Stats.Lost, c.Stats.Missed)
+			if c.Dropped > 0 {
+				msg += fmt.Sprintf("; %d events dropped by the agent because this stream did not keep up (through the API server)", c.Dropped)
+			}
+			opts.Notice(msg)
 		}
 	case wire.KindWarning:
 		if opts.Notice != nil {

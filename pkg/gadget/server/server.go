@@ -11,7 +11,6 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -63,9 +62,12 @@ type Options struct {
 	// Progress is how often a progress line is sent (default 5s); it also
 	// keeps idle streams alive through proxies.
 	Progress time.Duration
-	// FlushEvery bounds how long an event waits in the buffer (default
-	// 100ms). Flushing each event would cost a write per event.
-	FlushEvery time.Duration
+	// QueueEvents bounds the events waiting to be encoded and sent
+	// (default 32768, a few MiB). The gadget's reader never waits for the
+	// encoding or the network: while the client (through the API server)
+	// is slower, events queue here, and beyond the bound they are dropped
+	// and counted (wire.Control.Dropped).
+	QueueEvents int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -101,8 +103,8 @@ func New(opts Options) *Server {
 	if opts.Progress <= 0 {
 		opts.Progress = 5 * time.Second
 	}
-	if opts.FlushEvery <= 0 {
-		opts.FlushEvery = 100 * time.Millisecond
+	if opts.QueueEvents <= 0 {
+		opts.QueueEvents = 32768
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -219,7 +221,7 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request, name string, pa
 	defer release()
 	en := enrich.New(enrich.Options{Source: src, NodeName: s.opts.Node, ProcRoot: s.opts.ProcRoot, Cgroup2Root: s.cgroup2, Logger: s.log})
 
-	out := newStream(w, s.opts.Node, s.opts.FlushEvery)
+	out := newStream(w, s.opts.Node, s.opts.QueueEvents)
 	opts := gadget.Options{
 		Enricher: en, Filter: filter, RingBytes: params.RingMiB << 20, Logger: s.log,
 		OnLost: func(lost, missed uint64) { out.lost(lost, missed) },
@@ -246,7 +248,7 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request, name string, pa
 	if warning != "" {
 		out.control(wire.Control{Stream: wire.KindWarning, Error: warning})
 	}
-	out.flush()
+	out.start()
 	stopTicker := out.tick(runCtx, s.opts.Progress)
 	st, runErr := g.run(runCtx, out)
 	stopTicker()
@@ -371,141 +373,6 @@ func starters() map[string]starter {
 			}, nil
 		},
 	}
-}
-
-// stream writes the response: events through render's JSON writer (the
-// same JSON as -o json) and control lines, buffered and flushed at most
-// FlushEvery after a write. The gadget's callback, OnLost and the progress
-// ticker write from different goroutines, hence the mutex.
-type stream struct {
-	mu      sync.Mutex
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	buf     *bufio.Writer
-	enc     *render.Writer
-	node    string
-	dirty   bool
-	err     error
-	events  uint64
-	lostN   uint64
-	missed  uint64
-	onError func()
-	every   time.Duration
-	timer   *time.Timer
-}
-
-func newStream(w http.ResponseWriter, node string, every time.Duration) *stream {
-	buf := bufio.NewWriterSize(w, 64<<10)
-	return &stream{w: w, rc: http.NewResponseController(w), buf: buf, enc: render.NewWriter(buf, render.JSON, nil), node: node, every: every}
-}
-
-// event writes one event.
-func (s *stream) event(write func(*render.Writer) error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return
-	}
-	s.events++
-	s.setErr(write(s.enc))
-	s.dirtyLocked()
-}
-
-func (s *stream) lost(lost, missed uint64) {
-	s.mu.Lock()
-	s.lostN, s.missed = lost, missed
-	st := gadget.Stats{Events: s.events, Lost: lost, Missed: missed}
-	s.mu.Unlock()
-	s.control(wire.Control{Stream: wire.KindLost, Stats: &st})
-}
-
-func (s *stream) control(c wire.Control) {
-	c.Node = s.node
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return
-	}
-	s.setErr(s.enc.JSON(c))
-	s.dirtyLocked()
-}
-
-// dirtyLocked arms the flush timer after a write.
-func (s *stream) dirtyLocked() {
-	if s.dirty || s.err != nil {
-		return
-	}
-	s.dirty = true
-	if s.timer == nil {
-		s.timer = time.AfterFunc(s.every, s.flush)
-	} else {
-		s.timer.Reset(s.every)
-	}
-}
-
-func (s *stream) flush() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.dirty = false
-	if s.err != nil {
-		return
-	}
-	if err := s.buf.Flush(); err != nil {
-		s.setErr(err)
-		return
-	}
-	s.setErr(s.rc.Flush())
-}
-
-// close flushes and stops the flush timer: nothing may write to the
-// ResponseWriter once the handler has returned.
-func (s *stream) close() {
-	s.flush()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-	if s.err == nil {
-		s.err = errClosed
-	}
-}
-
-var errClosed = errors.New("stream closed")
-
-// setErr records the first write error (the client went away) and stops
-// the trace.
-func (s *stream) setErr(err error) {
-	if err == nil || s.err != nil {
-		return
-	}
-	s.err = err
-	if s.onError != nil {
-		s.onError()
-	}
-}
-
-// tick sends progress lines until ctx ends or the returned stop is called.
-func (s *stream) tick(ctx context.Context, every time.Duration) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				s.mu.Lock()
-				st := gadget.Stats{Events: s.events, Lost: s.lostN, Missed: s.missed}
-				s.mu.Unlock()
-				s.control(wire.Control{Stream: wire.KindProgress, Stats: &st})
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
 }
 
 // KubernetesSource returns a NewSource for the agent: informers on this

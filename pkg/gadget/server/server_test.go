@@ -181,7 +181,7 @@ func TestServerStreamsDNS(t *testing.T) {
 	bed.StartReady(client, "sleep")
 	bed.StartReady(coredns, "dns-server", ":53")
 	src := enrich.NewStaticSource(bed.CorePods(node), nil)
-	srv := httptest.NewServer(server.New(server.Options{Node: node, FlushEvery: 20 * time.Millisecond, Progress: 200 * time.Millisecond,
+	srv := httptest.NewServer(server.New(server.Options{Node: node, Progress: 200 * time.Millisecond,
 		NewSource: func(context.Context) (enrich.Source, error) { return src, nil }}))
 	defer srv.Close()
 

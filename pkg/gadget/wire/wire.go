@@ -147,8 +147,8 @@ func ParseParams(q url.Values) (Params, error) {
 		case ParamRingMiB:
 			var n uint64
 			n, err = strconv.ParseUint(val, 10, 32)
-			if err == nil && (n == 0 || n&(n-1) != 0 || n > 1024) {
-				err = fmt.Errorf("must be a power of two up to 1024")
+			if err == nil && (n == 0 || n&(n-1) != 0 || n > 32) {
+				err = fmt.Errorf("must be a power of two up to 32 (the agent's memory)")
 			}
 			p.RingMiB = uint32(n)
 		default:
@@ -207,7 +207,7 @@ const (
 	// KindProgress carries the counts so far, every few seconds, and keeps
 	// an idle stream alive.
 	KindProgress = "progress"
-	// KindLost is written whenever the lost or missed count grows.
+	// KindLost is written whenever the lost, missed or dropped count grows.
 	KindLost = "lost"
 	// KindEnd is the last line: the run's final statistics and, when the
 	// trace stopped on an error, that error.
@@ -224,6 +224,10 @@ type Control struct {
 	Gadget string        `json:"gadget,omitempty"`
 	Filter string        `json:"filter,omitempty"`
 	Stats  *gadget.Stats `json:"stats,omitempty"`
+	// Dropped counts events the agent dropped because the client (through
+	// the API server) did not keep up and its send queue was full. Like
+	// Stats.Lost, they are lost events, never silently.
+	Dropped uint64 `json:"dropped,omitempty"`
 	// Error is why the trace stopped early (KindEnd), or a warning's text.
 	Error string `json:"error,omitempty"`
 }

@@ -41,7 +41,7 @@ func TestParseParamsRejects(t *testing.T) {
 		{url.Values{"duration": {"soon"}}, "parameter duration"},
 		{url.Values{"ports": {"53,70000"}}, `"70000" is not a port`},
 		{url.Values{"ringMiB": {"0"}}, "power of two"},
-		{url.Values{"ringMiB": {"2048"}}, "up to 1024"},
+		{url.Values{"ringMiB": {"64"}}, "up to 32"},
 	}
 	for _, tt := range tests {
 		if _, err := ParseParams(tt.q); err == nil || !strings.Contains(err.Error(), tt.want) {
