@@ -126,6 +126,13 @@ func Create(ctx context.Context, id string) (_ Network, err error) {
 			return n, err
 		}
 	}
+	// The bridge sysctls exist once br_netfilter is loaded; load it when
+	// it is not (best effort: the sysctl below says what is missing).
+	if _, err := os.Stat("/proc/sys/net/bridge"); errors.Is(err, os.ErrNotExist) {
+		if mp, err := exec.LookPath("modprobe"); err == nil {
+			_ = exec.CommandContext(ctx, mp, "br_netfilter").Run()
+		}
+	}
 	// Forwarding between pods; bridged traffic through iptables, so that
 	// a reply from a pod to a pod on the same bridge is un-DNATed by
 	// conntrack (kube-proxy needs it, as on a real node); and every packet

@@ -520,9 +520,11 @@ func (cr *containerRun) runOnce(ctx context.Context) (*corev1.ContainerStateTerm
 	}
 	stopProbe()
 	<-probeDone
-	code, signal := exitCode(p.Err())
+	// The signal is not reported: the CRI has no field for it, so a
+	// kubelet never sets it either.
+	code, _ := exitCode(p.Err())
 	t := &corev1.ContainerStateTerminated{
-		ExitCode: code, Signal: signal, StartedAt: started,
+		ExitCode: code, StartedAt: started,
 		FinishedAt: metav1.NewTime(time.Now().Truncate(time.Second)), ContainerID: "containerd://" + id,
 	}
 	oom, _ := group.OOMKills()
