@@ -81,14 +81,41 @@ func (s *simulator) syncReal(ctx context.Context, node *corev1.Node, pod *corev1
 		s.gateways.Store(gw, true)
 	}
 	ok, err := s.rt.Sync(ctx, pod, addr, gw.Addr())
-	if err != nil || !ok {
-		return corev1.PodStatus{}, false, err
+	if err != nil {
+		// As the kubelet reports a container it cannot create (a missing
+		// ConfigMap, an unknown lab program), and retries later.
+		s.log.Warn("pod cannot start", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		s.podQueue.AddAfter(pod.Namespace+"/"+pod.Name, realRetry)
+		return configErrorStatus(pod, net, metav1.NewTime(s.now().Truncate(time.Second)), err), true, nil
+	}
+	if !ok {
+		return corev1.PodStatus{}, false, nil
 	}
 	st, ok := s.rt.State(pod.UID)
 	if !ok {
 		return corev1.PodStatus{}, false, nil
 	}
 	return realPodStatus(pod, net, metav1.NewTime(s.now().Truncate(time.Second)), st), true, nil
+}
+
+// realRetry is how long a real pod that could not start waits for the
+// next attempt.
+const realRetry = 5 * time.Second
+
+// configErrorStatus is the status of a pod whose containers cannot be
+// created: Pending, each container waiting with CreateContainerConfigError.
+func configErrorStatus(pod *corev1.Pod, net podNet, now metav1.Time, cause error) corev1.PodStatus {
+	st := realPodStatus(pod, net, now, runtime.PodState{Phase: corev1.PodPending, Containers: func() []corev1.ContainerStatus {
+		var out []corev1.ContainerStatus
+		for _, c := range pod.Spec.Containers {
+			out = append(out, corev1.ContainerStatus{Name: c.Name, Started: new(false), State: corev1.ContainerState{
+				Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: cause.Error()},
+			}})
+		}
+		return out
+	}()})
+	st.PodIP, st.PodIPs = "", nil
+	return st
 }
 
 // podPrefix returns the pod's IP with its node's podCIDR length, and the

@@ -2,6 +2,7 @@ package kubelet
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -149,4 +150,19 @@ func newPodIndexer(t *testing.T, pods ...*corev1.Pod) corelisters.PodLister {
 		}
 	}
 	return corelisters.NewPodLister(idx)
+}
+
+func TestConfigErrorStatus(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Image: "kdiag.io/lab/nope"}}}}
+	st := configErrorStatus(pod, podNet{hostIPs: []string{"127.0.1.1"}, podIPs: []string{"10.240.1.2"}}, metav1.Now(), errors.New("image kdiag.io/lab/nope: no such lab program"))
+	w := st.ContainerStatuses[0].State.Waiting
+	if st.Phase != corev1.PodPending || w == nil || w.Reason != "CreateContainerConfigError" || !strings.Contains(w.Message, "no such lab program") {
+		t.Errorf("status %s %+v, want Pending with CreateContainerConfigError and the cause", st.Phase, st.ContainerStatuses[0].State)
+	}
+	if st.PodIP != "" {
+		t.Errorf("podIP %q for a pod that never started", st.PodIP)
+	}
+	if r := findCondition(st.Conditions, corev1.PodReady); r == nil || r.Status != corev1.ConditionFalse {
+		t.Errorf("Ready = %+v, want False", r)
+	}
 }

@@ -344,3 +344,27 @@ func TestKubectlLogs(t *testing.T) {
 		return apierrors.IsNotFound(err) && os.IsNotExist(serr), nil
 	})
 }
+
+// TestMissingConfigMapThenCreated: a real pod whose env names a missing
+// ConfigMap waits with CreateContainerConfigError, and starts once the
+// ConfigMap exists.
+func TestMissingConfigMapThenCreated(t *testing.T) {
+	_, cs, ns := setup(t)
+	ctx := context.Background()
+	spec := serverSpec(8080, nil)
+	spec.Containers[0].Env = append(spec.Containers[0].Env, corev1.EnvVar{Name: "MODE", ValueFrom: &corev1.EnvVarSource{
+		ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}, Key: "mode"},
+	}})
+	labtest.CreatePod(t, ctx, cs, ns, "configured", nil, spec, false)
+	p := waitPod(t, cs, ns, "configured", "waiting with CreateContainerConfigError", func(p *corev1.Pod) bool {
+		return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Waiting != nil &&
+			p.Status.ContainerStatuses[0].State.Waiting.Reason == "CreateContainerConfigError"
+	})
+	if msg := p.Status.ContainerStatuses[0].State.Waiting.Message; !strings.Contains(msg, "settings") {
+		t.Errorf("waiting message %q does not name the ConfigMap", msg)
+	}
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "settings"}, Data: map[string]string{"mode": "x"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPod(t, cs, ns, "configured", "Running once the ConfigMap exists", labtest.PodReady)
+}
