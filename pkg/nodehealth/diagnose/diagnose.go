@@ -58,6 +58,9 @@ type Options struct {
 	Disk DiskSource
 	// DiskLimits bound that walk (MaxDuration 3s, the rest disk.DefaultLimits).
 	DiskLimits disk.Limits
+	// WalkReuse is how long such a walk is reused by later reports (5m), so
+	// that repeated requests do not repeat the disk I/O.
+	WalkReuse time.Duration
 	// DNSServer is host:port of the cluster DNS; "" uses the cluster IP of
 	// Service kube-system/kube-dns, port 53.
 	DNSServer string
@@ -116,6 +119,9 @@ func (o Options) withDefaults() Options {
 	if o.ProbeTimeout <= 0 {
 		o.ProbeTimeout = 3 * time.Second
 	}
+	if o.WalkReuse <= 0 {
+		o.WalkReuse = 5 * time.Minute
+	}
 	return o
 }
 
@@ -127,12 +133,13 @@ type Diagnoser struct {
 	opts Options
 	http *http.Client
 	// one report at a time: a report samples CPU for a second and may walk a disk.
-	mu sync.Mutex
+	mu    sync.Mutex
+	walks map[uint64]disk.Scan // by device, taken by reports (under mu)
 }
 
 // New returns a Diagnoser.
 func New(opts Options) *Diagnoser {
-	return &Diagnoser{opts: opts.withDefaults(), http: &http.Client{}}
+	return &Diagnoser{opts: opts.withDefaults(), http: &http.Client{}, walks: map[uint64]disk.Scan{}}
 }
 
 // Options returns the options with defaults applied.
@@ -159,7 +166,8 @@ func (d *Diagnoser) Diagnose(ctx context.Context, trigger string) *Report {
 
 // disk fills the disk section from the monitor, or reads it now; a
 // filesystem without a walk from the monitor is walked now, within
-// opts.DiskLimits, so that the report always names the top consumers.
+// opts.DiskLimits (or the walk of an earlier report within opts.WalkReuse
+// is reused), so that the report always names the top consumers.
 func (d *Diagnoser) disk(ctx context.Context) Disk {
 	sec := Disk{ThresholdPercent: d.opts.DiskThresholdPercent}
 	var fss []disk.Filesystem
@@ -181,10 +189,15 @@ func (d *Diagnoser) disk(ctx context.Context) Disk {
 		for _, s := range sec.Scans {
 			walked = walked || (len(s.Paths) > 0 && contains(fs.Paths, s.Paths[0]))
 		}
-		if !walked {
-			s := disk.Walk(ctx, fs, d.opts.DiskLimits)
-			sec.Scans = append(sec.Scans, s)
+		if walked {
+			continue
 		}
+		s, ok := d.walks[fs.Device]
+		if !ok || time.Since(s.Time) > d.opts.WalkReuse {
+			s = disk.Walk(ctx, fs, d.opts.DiskLimits)
+			d.walks[fs.Device] = s
+		}
+		sec.Scans = append(sec.Scans, s)
 	}
 	if len(fss) == 0 && len(sec.Errors) == 0 {
 		sec.Errors = append(sec.Errors, fmt.Sprintf("no filesystem read from %v", d.opts.DiskPaths))

@@ -135,6 +135,9 @@ func TestDiagnoseFillsEverySection(t *testing.T) {
 	if r.Verdict.Culprit != CulpritRuntime || !strings.Contains(r.Verdict.Summary, "404") {
 		t.Errorf("verdict = %+v, want container-runtime (its healthz answers 404)", r.Verdict)
 	}
+	if again := d.Diagnose(context.Background(), "request"); !again.Disk.Scans[0].Time.Equal(r.Disk.Scans[0].Time) {
+		t.Errorf("second report walked the disk again (%s, first %s): want the walk reused", again.Disk.Scans[0].Time, r.Disk.Scans[0].Time)
+	}
 	var text bytes.Buffer
 	if err := r.WriteText(&text); err != nil {
 		t.Fatal(err)
