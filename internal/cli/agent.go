@@ -67,7 +67,7 @@ See docs/commands/agent.md.`,
 	fl.StringVar(&f.node, "node", os.Getenv("NODE_NAME"), "name of the Node this agent watches (default $NODE_NAME)")
 	fl.StringArrayVar(&f.configs, "config", nil, "NPD system-log-monitor config file (repeatable; default: the built-in monitors)")
 	fl.StringSliceVar(&f.npdConfigs, "config.system-log-monitor", nil, "NPD's flag: comma-separated system-log-monitor config files (same as --config)")
-	fl.StringVar(&f.listen, "listen", "127.0.0.1:20257", `address of /metrics and /healthz ("" to disable)`)
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:20257", `address of /metrics, /healthz and /diagnose ("" to disable)`)
 	fl.DurationVar(&f.heartbeat, "heartbeat", 5*time.Minute, "re-patch the node conditions this often when nothing changes")
 	fl.BoolVar(&f.noPSI, "no-psi", false, "do not read pressure stall information")
 	fl.StringVar(&f.procPressure, "proc-pressure", "/proc/pressure", "directory of the node's PSI files")
