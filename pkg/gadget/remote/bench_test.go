@@ -31,7 +31,9 @@ import (
 // agent's send queue when the stream did not keep up, and the CPU this
 // process (agent + CLI side; the API server is a separate process) spent
 // per event. It fails when an event is unaccounted for (neither received
-// nor counted as lost or dropped) or the kernel skipped a hook.
+// nor counted as lost or dropped) or the kernel skipped a hook; losses
+// themselves are reported, not failures: past some rate the stream through
+// the API server cannot keep up, and the point is that they are counted.
 func BenchmarkClusterDNS(b *testing.B) {
 	for _, window := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("window=%d", window), func(b *testing.B) { benchClusterDNS(b, window) })
@@ -147,7 +149,10 @@ func benchClusterDNS(b *testing.B, window int) {
 	if nr.Stats.Missed != 0 {
 		b.Errorf("the kernel skipped %d hook runs", nr.Stats.Missed)
 	}
-	if got+nr.Stats.Lost+nr.Dropped != uint64(4*n) || nr.Stats.Events != got {
-		b.Errorf("%d events: received %d, lost %d, dropped %d: some unaccounted for (the agent counted %d)", 4*n, got, nr.Stats.Lost, nr.Dropped, nr.Stats.Events)
+	// With kernel losses the count of events is not 4 per query any more
+	// (a query whose response was lost becomes an unanswered event), but
+	// every event the agent sent must have arrived.
+	if (nr.Stats.Lost == 0 && got+nr.Dropped != uint64(4*n)) || nr.Stats.Events != got {
+		b.Errorf("%d events: received %d, lost %d, dropped %d: some unaccounted for (the agent sent %d)", 4*n, got, nr.Stats.Lost, nr.Dropped, nr.Stats.Events)
 	}
 }
