@@ -228,8 +228,8 @@ func runTraceCluster(cmd *cobra.Command, g *Globals, f *traceFlags, name string,
 	if err != nil {
 		return err
 	}
-	if f.ringMiB == 0 || f.ringMiB&(f.ringMiB-1) != 0 {
-		return fmt.Errorf("--ring-mib %d: must be a power of two", f.ringMiB)
+	if f.ringMiB == 0 || f.ringMiB&(f.ringMiB-1) != 0 || f.ringMiB > 32 {
+		return fmt.Errorf("--ring-mib %d: must be a power of two, at most 32 in cluster mode (the agents' memory)", f.ringMiB)
 	}
 	params := wire.Params{Namespace: filter.Namespace, PodPrefix: f.pod, Container: f.container, Selector: f.selector,
 		Duration: f.duration, RingMiB: f.ringMiB}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -111,11 +112,20 @@ func TestTraceClusterModeFlagErrors(t *testing.T) {
 		{[]string{"trace", "tcp", "--all-nodes", "--node", "a"}, "exclude each other"},
 		{[]string{"trace", "tcp", "--local", "--node", "surely-not-this-host"}, "--local traces only this machine"},
 	}
+	kubeconfig, _ := clusterAPI(t, "")
+	tests = append(tests, struct {
+		args []string
+		want string
+	}{[]string{"trace", "dns", "--all-nodes", "--ring-mib", "64", "--kubeconfig", kubeconfig}, "at most 32 in cluster mode"})
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			var out, errOut bytes.Buffer
 			root := traceRoot(&out, &errOut)
-			root.SetArgs(append(tt.args, "--kubeconfig", filepath.Join(t.TempDir(), "none")))
+			args := tt.args
+			if !slices.Contains(args, "--kubeconfig") {
+				args = append(args, "--kubeconfig", filepath.Join(t.TempDir(), "none"))
+			}
+			root.SetArgs(args)
 			if err := root.Execute(); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}
