@@ -38,10 +38,13 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/kdiag/kdiag/pkg/drain"
 	"github.com/kdiag/kdiag/pkg/ops"
@@ -232,9 +235,11 @@ func Run(ctx context.Context, c Config, o Options) error {
 		record = or.record
 	}
 	r.Drain = NewDrainer(cs, o.DrainTimeout, log, record)
+	r.wake = make(chan event.TypedGenericEvent[*corev1.Node], wakeBuffer)
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("kdiag-repair").
 		For(&corev1.Node{}).
+		WatchesRawSource(source.Channel(r.wake, &handler.TypedEnqueueRequestForObject[*corev1.Node]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: o.MaxInFlight + 1}).
 		Complete(r)
 	if err != nil {
@@ -248,6 +253,10 @@ func Run(ctx context.Context, c Config, o Options) error {
 	}
 	return nil
 }
+
+// wakeBuffer bounds the wake-ups in flight; beyond it a waiting node is
+// picked up by its poll.
+const wakeBuffer = 1024
 
 // preflight fails fast with one clear line when the API server cannot be
 // reached: the manager itself would retry its leader election forever.
@@ -290,5 +299,6 @@ func NewReconciler(o Options, p Provider, log *slog.Logger) (*Reconciler, error)
 		metrics:  m,
 		claims:   map[string]bool{},
 		warned:   map[string]string{},
+		waiting:  map[string]bool{},
 	}, nil
 }

@@ -393,6 +393,8 @@ func TestRailsInFlightAndUnhealthy(t *testing.T) {
 	l := newLab(t)
 	o := options("repair-rails")
 	o.StepTimeout = time.Minute // the first node stays in flight
+	// No polling: a waiting node must be woken when the slot frees.
+	o.PollInterval = time.Hour
 	stop := l.start(o, l.exec())
 	l.breakNode(node1)
 	l.breakNode(node2)
@@ -415,6 +417,7 @@ func TestRailsInFlightAndUnhealthy(t *testing.T) {
 	stop()
 
 	o = options("repair-rails-2")
+	o.PollInterval = time.Hour // woken when the fleet is healthy enough
 	o.MaxUnhealthy = intstr.FromInt32(2)
 	o.MaxInFlight = 3
 	since := time.Now()

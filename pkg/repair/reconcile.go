@@ -10,11 +10,13 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 )
 
 // fieldManager is the field manager of every write of the controller.
@@ -70,6 +72,11 @@ type Reconciler struct {
 	claims map[string]bool
 	// warned remembers the last skip reason per node, to log it once.
 	warned map[string]string
+	// waiting holds the unhealthy nodes held back by max-in-flight or
+	// max-unhealthy; they are woken (through wake) when a node leaves
+	// its sequence or becomes Ready, instead of at their next poll.
+	waiting map[string]bool
+	wake    chan event.TypedGenericEvent[*corev1.Node]
 }
 
 // Reconcile implements reconcile.Reconciler for one Node.
@@ -115,6 +122,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{RequeueAfter: r.Options.PollInterval}, nil
 	}
 	if limit := maxUnhealthyOf(r.Options.MaxUnhealthy, fleet.total); fleet.unhealthy > limit {
+		r.wait(node.Name)
 		r.Log.Warn("too many unhealthy nodes: every repair stopped", "unhealthy", fleet.unhealthy, "nodes", fleet.total, "maxUnhealthy", r.Options.MaxUnhealthy.String())
 		r.event(node, corev1.EventTypeWarning, ReasonHalted, "%d of %d nodes are unhealthy, more than --max-unhealthy=%s (%d): every repair is stopped, since this looks like a wider outage", fleet.unhealthy, fleet.total, r.Options.MaxUnhealthy.String(), limit)
 		return ctrl.Result{RequeueAfter: r.Options.PollInterval}, nil
@@ -142,6 +150,7 @@ func (r *Reconciler) advance(ctx context.Context, node *corev1.Node, st State, n
 		fallthrough
 	case "", PhaseSucceeded:
 		if !r.claim(node.Name, fleet.inFlight, st) {
+			r.wait(node.Name)
 			r.Log.Info("max-in-flight reached; node waits", "node", node.Name, "maxInFlight", r.Options.MaxInFlight)
 			return ctrl.Result{RequeueAfter: r.Options.PollInterval}, nil
 		}
@@ -398,10 +407,29 @@ func (r *Reconciler) claim(node string, inFlight int, st State) bool {
 	return true
 }
 
+// release ends the node's claim and wakes the nodes waiting for a slot or
+// for the fleet to be healthy enough.
 func (r *Reconciler) release(node string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.claims, node)
+	delete(r.waiting, node)
+	for n := range r.waiting {
+		select {
+		case r.wake <- event.TypedGenericEvent[*corev1.Node]{Object: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}}:
+			delete(r.waiting, n)
+		default:
+			// No controller reads wake (unit tests), or it is full: the
+			// node's poll picks it up.
+		}
+	}
+}
+
+// wait remembers a node held back by a safety rail.
+func (r *Reconciler) wait(node string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.waiting[node] = true
 }
 
 // warnOnce remembers why a node is skipped and reports whether the reason

@@ -21,6 +21,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 )
 
 // fakeProvider records the actions it is asked for and fails those in
@@ -398,6 +399,7 @@ func TestSafetyRails(t *testing.T) {
 func TestMaxInFlightFreesSlot(t *testing.T) {
 	bad := t0.Add(-time.Hour)
 	h := newHarness(t, Options{MaxUnhealthy: intstr.FromString("100%")}, node("n1", corev1.ConditionFalse, bad), node("n2", corev1.ConditionFalse, bad))
+	h.r.wake = make(chan event.TypedGenericEvent[*corev1.Node], 4)
 	h.reconcile("n1")
 	h.reconcile("n2")
 	if got := h.provider.got(); !slices.Equal(got, []string{"n1:reboot"}) {
@@ -405,6 +407,14 @@ func TestMaxInFlightFreesSlot(t *testing.T) {
 	}
 	h.setReady("n1")
 	h.reconcile("n1")
+	select {
+	case e := <-h.r.wake:
+		if e.Object.Name != "n2" {
+			t.Errorf("woke %s, want n2", e.Object.Name)
+		}
+	default:
+		t.Error("n1's slot was freed but the waiting n2 was not woken")
+	}
 	h.reconcile("n2")
 	if got := h.provider.got(); !slices.Equal(got, []string{"n1:reboot", "n2:reboot"}) {
 		t.Fatalf("after n1 recovered: want n2 acted on, got %v", got)
