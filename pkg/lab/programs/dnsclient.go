@@ -52,7 +52,7 @@ func runDNSClient(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("no nameserver: pass --server or set %s", EnvDNSServer)
 	}
 	lookup.Timeout = *timeout
-	log := env.logger(DNSClient)
+	log := env.logger()
 	log.Info("resolving", "names", strings.Join(names, " "), "server", lookup.Server,
 		"search", strings.Join(lookup.Search, " "), "ndots", lookup.Ndots, "interval", interval.String())
 	resolveLoop(ctx, log, lookup, names, *interval)

@@ -46,7 +46,7 @@ func runHTTPClient(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	}
-	log := env.logger(HTTPClient)
+	log := env.logger()
 	lookup, _, err := LookupFromEnv(env.getenv)
 	if err != nil {
 		return err

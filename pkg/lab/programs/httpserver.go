@@ -56,7 +56,7 @@ func runHTTPServer(ctx context.Context, env Env, args []string) error {
 			return fmt.Errorf("--resolve needs a nameserver: set %s", EnvDNSServer)
 		}
 	}
-	log := env.logger(HTTPServer)
+	log := env.logger()
 	ln, err := net.Listen("tcp", net.JoinHostPort(*listen, strconv.Itoa(p)))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

@@ -34,7 +34,7 @@ func runMemoryHog(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := env.logger(MemoryHog)
+	log := env.logger()
 	log.Info("allocating", "size", size, "per_second", rate)
 	var held [][]byte
 	var total int64

@@ -51,7 +51,7 @@ func (e Env) getenv(k string) string {
 }
 
 // logger logs text lines to e.Out.
-func (e Env) logger(_ string) *slog.Logger {
+func (e Env) logger() *slog.Logger {
 	out := e.Out
 	if out == nil {
 		out = io.Discard

@@ -236,7 +236,7 @@ func runUpstreamDNS(ctx context.Context, env Env, args []string) error {
 	if err := flags.Validate(); err != nil {
 		return err
 	}
-	log := env.logger(UpstreamDNS)
+	log := env.logger()
 	h := &upstreamHandler{log: log}
 	load := func() error {
 		c := flags
