@@ -89,13 +89,16 @@ func registerPod(t testing.TB, ctx context.Context, cs kubernetes.Interface, p *
 }
 
 // startLabAgent runs the real agent, with the gadget server, for node.
+// Its disk monitor and automatic diagnostics are off: a disk walk retires an OS thread (it locks one and
+// lets it end), and a thread that ends sends SIGKILL to the test bed's
+// helpers it forked (Pdeathsig), which would kill the bed's DNS servers.
 func startLabAgent(t testing.TB, c *lab.Cluster, node string) *labtest.LabAgent {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return labtest.StartAgent(t, c, labtest.AgentOptions{Node: node, Run: func(ctx context.Context, listen string) error {
 		gadgets := server.New(server.Options{Node: node, NewSource: server.KubernetesSource(c.RESTConfig(), node, log), Logger: log, Progress: time.Second})
 		defer gadgets.Close()
-		a, err := agent.New(agent.Options{Node: node, RESTConfig: c.RESTConfig(), Listen: listen, DisablePSI: true, Logger: log,
+		a, err := agent.New(agent.Options{Node: node, RESTConfig: c.RESTConfig(), Listen: listen, DisablePSI: true, DisableDisk: true, ReportInterval: -1, Logger: log,
 			Handlers: map[string]http.Handler{wire.PathPrefix: gadgets}})
 		if err != nil {
 			return err
