@@ -172,6 +172,10 @@ func Run(ctx context.Context, c Config, o Options) error {
 		return errors.New("repair: no provider")
 	}
 	o = o.WithDefaults()
+	c.REST = rest.CopyConfig(c.REST)
+	if c.REST.UserAgent == "" {
+		c.REST.UserAgent = "kdiag-repair"
+	}
 	log := c.Logger
 	if log == nil {
 		log = slog.Default()

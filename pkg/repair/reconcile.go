@@ -93,9 +93,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	st, err := StateOf(node)
 	if err != nil {
-		r.Log.Warn("invalid repair state; starting over", "node", node.Name, "error", err)
-		r.event(node, corev1.EventTypeWarning, ReasonInvalidState, "%v; starting over", err)
+		if r.warnOnce(node.Name+"\x00state", err.Error()) {
+			r.Log.Warn("invalid repair state; starting over", "node", node.Name, "error", err)
+			r.event(node, corev1.EventTypeWarning, ReasonInvalidState, "%v; starting over", err)
+		}
 		st = State{}
+	} else {
+		r.warnOnce(node.Name+"\x00state", "")
 	}
 	fleet, err := r.fleet(ctx, now)
 	if err != nil {
