@@ -204,7 +204,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	// The reporter watches the conditions (as a sink) and the Node's Ready
 	// condition, and records a diagnostic when one turns bad.
-	rp := newReporter(a, a.opts.ReportInterval)
+	rp := newReporter(a, a.opts.ReportInterval, resume)
 	sinks := []nodehealth.Sink{exp, a.metrics.Sink()}
 	if rp.interval > 0 {
 		sinks = append(sinks, rp)

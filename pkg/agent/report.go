@@ -46,15 +46,25 @@ type trigger struct {
 
 // newReporter returns a reporter; interval 0 means DefaultReportInterval,
 // a negative one turns automatic reports off (interval 0 after this).
-// Its diag is set before it runs.
-func newReporter(a *Agent, interval time.Duration) *reporter {
+// Conditions already True in resume (read from the Node at start) do not
+// trigger a report: the agent that saw them turn True recorded it, and a
+// restart must not spend the interval on an old problem. Ready is not
+// seeded: a node that is NotReady when the agent starts is recorded. Its
+// diag is set before it runs.
+func newReporter(a *Agent, interval time.Duration, resume map[string]nodehealth.Condition) *reporter {
 	switch {
 	case interval == 0:
 		interval = DefaultReportInterval
 	case interval < 0:
 		interval = 0
 	}
-	return &reporter{a: a, interval: interval, trigger: make(chan trigger, 2), bad: map[string]bool{}, last: map[bool]time.Time{}}
+	r := &reporter{a: a, interval: interval, trigger: make(chan trigger, 2), bad: map[string]bool{}, last: map[bool]time.Time{}}
+	for typ, c := range resume {
+		if typ != string(corev1.NodeReady) {
+			r.bad[typ] = c.Status
+		}
+	}
+	return r
 }
 
 // SetCondition triggers a report when one of the agent's conditions turns

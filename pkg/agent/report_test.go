@@ -20,12 +20,14 @@ import (
 // TestReporterRateLimits drives the reporter with condition changes and
 // checks which of them produce a stored report: a condition turning True
 // does, a repeat within the interval does not, the Ready condition has a
-// limit of its own, and a condition that stays True triggers nothing.
+// limit of its own, and a condition that stays True, or was True on the
+// Node when the agent started, triggers nothing.
 func TestReporterRateLimits(t *testing.T) {
 	cs := fake.NewClientset()
 	a := &Agent{opts: Options{Node: "n1"}, cs: cs, metrics: metrics.New(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	missing := filepath.Join(t.TempDir(), "missing")
-	rp := newReporter(a, time.Hour)
+	rp := newReporter(a, time.Hour, map[string]nodehealth.Condition{
+		"ReadonlyFilesystem": {Type: "ReadonlyFilesystem", Status: true}, "Ready": {Type: "Ready", Status: false}})
 	rp.diag = diagnose.New(diagnose.Options{Node: "n1", ProcPressure: missing, ProcDir: missing, CgroupV2Roots: []string{missing},
 		MemoryV1Root: missing, CPUAcctV1Root: missing, DiskPaths: []string{missing}, DNSServer: "127.0.0.1:1",
 		CPUWindow: time.Millisecond, ProbeTimeout: 100 * time.Millisecond})
@@ -53,6 +55,7 @@ func TestReporterRateLimits(t *testing.T) {
 		rp.SetCondition("test", nodehealth.Condition{Type: typ, Status: bad, Reason: typ + "Reason"})
 	}
 
+	set("ReadonlyFilesystem", true) // True before the restart: no report
 	set("DiskUsageHigh", false)
 	set("DiskUsageHigh", true)
 	first := waitTrigger("DiskUsageHigh=True (DiskUsageHighReason)")
