@@ -83,11 +83,15 @@ func runRepair(ctx context.Context, g *Globals, f *repairFlags) error {
 	}
 	f.opts.MaxUnhealthy = mu
 	f.opts.NoLeaderElection = !f.leaderElect
+	pc := repair.ProviderConfig{Name: f.provider, ExecCommand: f.execCommand, LabHealsAt: repair.Action(f.labHealsAt)}
+	if err := pc.Validate(); err != nil {
+		return err
+	}
 	cfg, err := g.ConfigFlags.ToRESTConfig()
 	if err != nil {
 		return fmt.Errorf("load kubeconfig: %w", err)
 	}
-	p, err := repair.NewProvider(cfg, repair.ProviderConfig{Name: f.provider, ExecCommand: f.execCommand, LabHealsAt: repair.Action(f.labHealsAt)})
+	p, err := repair.NewProvider(cfg, pc)
 	if err != nil {
 		return err
 	}

@@ -53,13 +53,35 @@ type ProviderConfig struct {
 // ProviderNames lists the providers NewProvider knows.
 func ProviderNames() []string { return []string{"exec", "clusterapi", "lab"} }
 
-// NewProvider builds the provider named in pc, with clients for cfg.
-func NewProvider(cfg *rest.Config, pc ProviderConfig) (Provider, error) {
+// Validate checks pc without contacting the cluster.
+func (pc ProviderConfig) Validate() error {
 	switch pc.Name {
 	case "exec":
 		if len(pc.ExecCommand) == 0 || strings.TrimSpace(pc.ExecCommand[0]) == "" {
-			return nil, errors.New("provider exec needs --exec-command")
+			return errors.New("provider exec needs --exec-command")
 		}
+	case "clusterapi":
+	case "lab":
+		switch pc.LabHealsAt {
+		case "", Reboot, Reimage, Redeploy:
+		default:
+			return fmt.Errorf("--lab-heals-at %q: want reboot, reimage or redeploy", pc.LabHealsAt)
+		}
+	case "":
+		return fmt.Errorf("no --provider: choose one of %s", strings.Join(ProviderNames(), ", "))
+	default:
+		return fmt.Errorf("unknown provider %q: choose one of %s", pc.Name, strings.Join(ProviderNames(), ", "))
+	}
+	return nil
+}
+
+// NewProvider builds the provider named in pc, with clients for cfg.
+func NewProvider(cfg *rest.Config, pc ProviderConfig) (Provider, error) {
+	if err := pc.Validate(); err != nil {
+		return nil, err
+	}
+	switch pc.Name {
+	case "exec":
 		return ExecProvider{Command: pc.ExecCommand}, nil
 	case "clusterapi":
 		dyn, err := dynamic.NewForConfig(cfg)
@@ -71,23 +93,15 @@ func NewProvider(cfg *rest.Config, pc ProviderConfig) (Provider, error) {
 			return nil, fmt.Errorf("provider clusterapi: discovery client: %w", err)
 		}
 		// The deferred mapper discovers Machine's served version on first
-		// use and again after a miss, so Cluster API may be installed
+		// use; Do resets it after a miss, so Cluster API may be installed
 		// after the controller started.
 		mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
 		return ClusterAPIProvider{Client: dyn, Mapper: mapper}, nil
-	case "lab":
-		switch pc.LabHealsAt {
-		case "", Reboot, Reimage, Redeploy:
-		default:
-			return nil, fmt.Errorf("--lab-heals-at %q: want reboot, reimage or redeploy", pc.LabHealsAt)
-		}
+	default: // lab
 		cs, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
 			return nil, fmt.Errorf("provider lab: client: %w", err)
 		}
 		return LabProvider{Client: cs, HealsAt: pc.LabHealsAt}, nil
-	case "":
-		return nil, fmt.Errorf("no --provider: choose one of %s", strings.Join(ProviderNames(), ", "))
 	}
-	return nil, fmt.Errorf("unknown provider %q: choose one of %s", pc.Name, strings.Join(ProviderNames(), ", "))
 }
