@@ -166,6 +166,8 @@ type ResponseError struct {
 	err           error
 }
 
+// Error renders the status and message, with the RBAC needed when the
+// API server refused the proxy request.
 func (e *ResponseError) Error() string {
 	msg := fmt.Sprintf("%d %s: %s", e.Code, http.StatusText(e.Code), e.Message)
 	if e.FromAPIServer && e.Code == http.StatusForbidden {

@@ -141,6 +141,7 @@ type httpError struct {
 	msg  string
 }
 
+// Error returns the message sent to the client.
 func (e *httpError) Error() string { return e.msg }
 
 func fail(w http.ResponseWriter, code int, format string, args ...any) {
