@@ -211,8 +211,12 @@ func runTrace(cmd *cobra.Command, g *Globals, f *traceFlags, name string, local 
 	} else if f.allNodes {
 		return fmt.Errorf("--all-nodes streams from the agents through the API server: it cannot be combined with --no-k8s")
 	}
-	plan, err := remote.Decide(cmd.Context(), cs, remote.PlanInput{
+	// Deciding lists nodes or pods at most once; an unreachable API server
+	// must not hold the command longer than local mode's informers would.
+	dctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+	plan, err := remote.Decide(dctx, cs, remote.PlanInput{
 		LocalNode: localNodeName(), Nodes: f.nodes, AllNodes: f.allNodes, Local: f.local, Filter: filter})
+	cancel()
 	if err != nil {
 		return err
 	}
