@@ -102,7 +102,7 @@ func addDiskDiagnoseFlags(fl *pflag.FlagSet, f *agentFlags) {
 	fl.StringSliceVar(&d.KubeletProcesses, "kubelet-process", []string{"kubelet"}, "command names of the kubelet in /proc")
 	fl.StringVar(&d.RuntimeName, "runtime", "containerd", "container runtime name")
 	fl.StringVar(&d.RuntimeHealthz, "runtime-healthz", "", "container runtime health URL (containerd has none over HTTP)")
-	fl.StringSliceVar(&d.RuntimeProcesses, "runtime-process", []string{"containerd"}, "command names of the container runtime in /proc")
+	fl.StringSliceVar(&d.RuntimeProcesses, "runtime-process", nil, "command names of the container runtime in /proc (default: the --runtime name)")
 	fl.StringVar(&d.DNSServer, "cluster-dns", "", "host:port of the cluster DNS (default: Service kube-system/kube-dns, port 53)")
 	fl.StringVar(&d.ClusterDomain, "cluster-domain", "cluster.local", "cluster DNS domain")
 	fl.DurationVar(&d.ProbeTimeout, "probe-timeout", 3*time.Second, "timeout of each diagnostic probe (API server, DNS, healthz)")
