@@ -31,6 +31,10 @@ type OperationRecorder interface {
 	// Finish ends the node's operation: Succeeded when err is nil, else
 	// Failed with err and a troubleshooting hint.
 	Finish(ctx context.Context, node string, err error, hint string)
+	// NodeGone ends the node's open operation, if any, as Succeeded: the
+	// Node was deleted, as a redeploy through Cluster API does (the
+	// replacement joins under another name).
+	NodeGone(ctx context.Context, node string)
 }
 
 // ops returns the recorder, or one that records nothing.
@@ -47,6 +51,7 @@ func (noOps) Start(context.Context, string, string) string    { return "" }
 func (noOps) Step(context.Context, string, string, string)    {}
 func (noOps) StepDone(context.Context, string, error, string) {}
 func (noOps) Finish(context.Context, string, error, string)   {}
+func (noOps) NodeGone(context.Context, string)                {}
 
 // opsRecorder records through pkg/ops. It keeps each node's open record in
 // memory; a controller restarted mid-attempt has lost it, and opens a new
@@ -165,6 +170,21 @@ func (o *opsRecorder) Finish(ctx context.Context, node string, err error, hint s
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	_ = o.recordLocked(ctx, node).Finish(ctx, err, hint)
+	delete(o.open, node)
+	delete(o.steps, node)
+}
+
+func (o *opsRecorder) NodeGone(ctx context.Context, node string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	rec := o.open[node]
+	if rec == nil {
+		return
+	}
+	if st := o.steps[node]; st != nil {
+		st.Done(ctx, nil, "the node was deleted")
+	}
+	_ = rec.Finish(ctx, nil, "")
 	delete(o.open, node)
 	delete(o.steps, node)
 }

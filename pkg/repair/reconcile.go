@@ -86,6 +86,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Reader.Get(ctx, req.NamespacedName, node); err != nil {
 		if apierrors.IsNotFound(err) {
 			// A redeployed (deleted) node ends its sequence with it.
+			r.ops().NodeGone(ctx, req.Name)
 			r.release(req.Name)
 			return ctrl.Result{}, nil
 		}

@@ -94,6 +94,10 @@ func (f *fakeOps) Finish(_ context.Context, node string, err error, _ string) {
 	f.calls = append(f.calls, "finish "+node+" "+okOrFailed(err))
 }
 
+func (f *fakeOps) NodeGone(_ context.Context, node string) {
+	f.calls = append(f.calls, "gone "+node)
+}
+
 func okOrFailed(err error) string {
 	if err != nil {
 		return "failed"
