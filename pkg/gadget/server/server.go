@@ -200,7 +200,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := s.session(w, r, name, params, filter); err != nil {
 		var he *httpError
 		if errors.As(err, &he) {
-			fail(w, he.code, "node %s: %s", s.opts.Node, he.msg)
+			fail(w, he.code, "%s", he.msg)
 			return
 		}
 		s.log.Warn("gadget session", "gadget", name, "err", err)
