@@ -287,7 +287,7 @@ func labResolver(st *lab.State, admin *rest.Config) (runtime.Resolver, error) {
 		programs.CoreDNSResolver(programs.CoreDNSOptions{
 			Binary:    filepath.Join(st.BinDir, binaries.CoreDNS),
 			Dir:       l.Pods(),
-			APIServer: admin.Host,
+			APIServer: st.DataPlane.APIServerURL(st.Ports.APIServer),
 			CAData:    ca,
 			Client:    cs,
 			NodeDNS:   programs.NodeDNSAddr,

@@ -48,15 +48,15 @@ func etcdComponent(l Layout, p Ports) component {
 	}}
 }
 
-// apiServerComponent is kube-apiserver serving on host only: 127.0.0.1,
-// or in real mode the host end of the node network's link, so that pods
-// and kube-proxy reach it too (see DataPlane).
-func apiServerComponent(l Layout, p Ports, host string) component {
+// apiServerComponent is kube-apiserver serving on host only (127.0.0.1;
+// in real mode pods reach it through the kubelet's forwarder, see
+// DataPlane.APIServerHost).
+func apiServerComponent(l Layout, p Ports) component {
 	return component{name: binaries.APIServer, args: []string{
 		"--etcd-servers=" + p.etcdClientURL(),
-		"--bind-address=" + host,
+		"--bind-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(p.APIServer),
-		"--advertise-address=" + host,
+		"--advertise-address=127.0.0.1",
 		// kubectl logs: the apiserver dials the simulated kubelet at the
 		// node's InternalIP (nodes also report their name as Hostname,
 		// which does not resolve), presenting this client certificate.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 
@@ -55,10 +56,22 @@ type DataPlane struct {
 	CgroupParent cgroups.Parent `json:"cgroupParent"`
 }
 
-// APIServerHost is the address the API server serves on in real mode: the
-// host end of the node network's link, reachable from the host, from the
-// node network (kube-proxy) and, masqueraded, from the pods.
+// APIServerHost is where the node network (kube-proxy) and the pods reach
+// the API server: the host end of the node network's link, where the
+// simulated kubelet forwards connections to the API server on 127.0.0.1
+// (see kubelet.RealPods).
+//
+// The API server itself stays on 127.0.0.1, so that host clients, the
+// admin kubeconfig included, never use the link's address: once the lab
+// is down that address is gone, and a stale client dialing it would send
+// packets out of the machine's default route.
 func (d *DataPlane) APIServerHost() string { return d.Network.HostAddr.Addr().String() }
+
+// APIServerURL is the API server's URL from the node network and the pods
+// (see APIServerHost), given its port.
+func (d *DataPlane) APIServerURL(port int) string {
+	return "https://" + net.JoinHostPort(d.APIServerHost(), strconv.Itoa(port))
+}
 
 // PodEnv is the environment every real container gets: where the API
 // server is, as a kubelet sets it, and the pods' kubeconfig.

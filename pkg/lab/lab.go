@@ -196,7 +196,6 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 			BinDir:            bins.Dir,
 			Detached:          opts.Detached,
 			Ports:             ports,
-			APIServerHost:     "127.0.0.1",
 			StartedAt:         time.Now().UTC(),
 		},
 	}
@@ -222,12 +221,11 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 	var extraIPs []net.IP
 	if dp != nil {
 		c.state.DataPlane = dp
-		c.state.APIServerHost = dp.APIServerHost()
 		extraIPs = append(extraIPs, net.ParseIP(dp.APIServerHost()))
 		if err := c.state.write(); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(c.progress, "kdiag lab: node network %s ready (API server at %s)\n", dp.Network.Netns, dp.APIServerHost())
+		fmt.Fprintf(c.progress, "kdiag lab: node network %s ready (pods reach the API server at %s)\n", dp.Network.Netns, dp.APIServerURL(ports.APIServer))
 	}
 	if _, err := generatePKI(l, extraIPs...); err != nil {
 		return nil, err
@@ -238,14 +236,21 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 		{l.Config(controllerManagerName), controllerManagerUser, controllerManagerName},
 		{l.Config(schedulerName), schedulerUser, schedulerName},
 	}
-	if dp != nil {
-		kubeconfigs = append(kubeconfigs,
-			struct{ path, user, cert string }{l.Config(kubeProxyName), kubeProxyUser, kubeProxyName},
-			struct{ path, user, cert string }{l.PodKubeconfig(), PodsUser, podsName})
-	}
 	for _, kc := range kubeconfigs {
 		if err := writeKubeconfig(l, kc.path, server, kc.user, kc.cert); err != nil {
 			return nil, err
+		}
+	}
+	if dp != nil {
+		// Used from the node network: the API server through the
+		// kubelet's forwarder on the link's host address.
+		for _, kc := range []struct{ path, user, cert string }{
+			{l.Config(kubeProxyName), kubeProxyUser, kubeProxyName},
+			{l.PodKubeconfig(), PodsUser, podsName},
+		} {
+			if err := writeKubeconfig(l, kc.path, dp.APIServerURL(ports.APIServer), kc.user, kc.cert); err != nil {
+				return nil, err
+			}
 		}
 	}
 	restCfg, err := loadRESTConfig(l.Kubeconfig())
@@ -268,7 +273,7 @@ func startOnce(ctx context.Context, l Layout, bins binaries.Set, opts Options) (
 		{etcdComponent(l, ports), func(ctx context.Context) error {
 			return getOK(ctx, etcdClient, ports.etcdClientURL()+"/health", `"health":"true"`)
 		}},
-		{apiServerComponent(l, ports, c.state.APIServerHost), c.apiserverReady},
+		{apiServerComponent(l, ports), c.apiserverReady},
 		{controllerManagerComponent(l, ports), func(ctx context.Context) error {
 			return getOK(ctx, hc, fmt.Sprintf("https://127.0.0.1:%d/healthz", ports.ControllerManager), "ok")
 		}},

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -25,28 +23,20 @@ const stateVersion = 1
 // find the lab's processes again. It is rewritten after every process
 // start, so that a lab whose start-up crashed half-way can still be stopped.
 type State struct {
-	Version           int    `json:"version"`
-	Dir               string `json:"dir"`
-	KubernetesVersion string `json:"kubernetesVersion"`
-	BinDir            string `json:"binDir"`
-	Detached          bool   `json:"detached"`
-	Ports             Ports  `json:"ports"`
-	// APIServerHost is the address the API server serves on: 127.0.0.1,
-	// or the data plane's host address in real mode.
-	APIServerHost string           `json:"apiServerHost,omitempty"`
-	StartedAt     time.Time        `json:"startedAt"`
-	Processes     []process.Record `json:"processes"`
+	Version           int              `json:"version"`
+	Dir               string           `json:"dir"`
+	KubernetesVersion string           `json:"kubernetesVersion"`
+	BinDir            string           `json:"binDir"`
+	Detached          bool             `json:"detached"`
+	Ports             Ports            `json:"ports"`
+	StartedAt         time.Time        `json:"startedAt"`
+	Processes         []process.Record `json:"processes"`
 	// DataPlane is set in real mode (see DataPlane).
 	DataPlane *DataPlane `json:"dataPlane,omitempty"`
 }
 
 // server returns the API server's URL.
-func (s *State) server() string {
-	if s.APIServerHost == "" || s.APIServerHost == "127.0.0.1" {
-		return s.Ports.APIServerURL()
-	}
-	return "https://" + net.JoinHostPort(s.APIServerHost, strconv.Itoa(s.Ports.APIServer))
-}
+func (s *State) server() string { return s.Ports.APIServerURL() }
 
 // ErrNoLab reports a directory without a lab state file.
 var ErrNoLab = errors.New("no lab state")

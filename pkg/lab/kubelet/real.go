@@ -3,7 +3,9 @@ package kubelet
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
+	"strconv"
 	"slices"
 	"strings"
 	"time"
@@ -16,7 +18,9 @@ import (
 )
 
 // RealPods make the simulator run pods for real (see package runtime) on
-// the data plane of a lab started in real mode.
+// the data plane of a lab started in real mode. The simulator then also
+// relays the node network's connections to the API server
+// (lab.DataPlane.APIServerHost), so that kube-proxy and pods reach it.
 type RealPods struct {
 	// Dir is the lab directory; its state.json describes the data plane.
 	Dir string
@@ -56,6 +60,11 @@ func (s *simulator) setupReal(ctx context.Context) error {
 		return fmt.Errorf("kubelet: %w", err)
 	}
 	s.rt = rt
+	dp := st.DataPlane
+	if err := forwardAPIServer(ctx, net.JoinHostPort(dp.APIServerHost(), strconv.Itoa(st.Ports.APIServer)),
+		net.JoinHostPort("127.0.0.1", strconv.Itoa(st.Ports.APIServer)), s.log); err != nil {
+		return err
+	}
 	srv, err := newLogServer(ctx, s, l)
 	if err != nil {
 		return err

@@ -91,14 +91,18 @@ func TestSecondLabThenKillAndDown(t *testing.T) {
 			t.Fatalf("kill %s: %v", r.Name, err)
 		}
 	}
+	t0 := time.Now()
 	stopKubelet()
 	<-kdone
+	t.Logf("the second lab's kubelet stopped in %s", time.Since(t0).Round(time.Millisecond))
 	if !process.Alive(stray) {
 		t.Fatal("the stray container process died before lab down")
 	}
+	t0 = time.Now()
 	if err := lab.Down(ctx, b.Dir()); err != nil {
 		t.Fatalf("lab down after kill -9: %v", err)
 	}
+	t.Logf("lab down took %s", time.Since(t0).Round(time.Millisecond))
 	if left := db.Leftovers(); len(left) > 0 {
 		t.Errorf("left after lab down: %v", left)
 	}

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kdiag/kdiag/pkg/lab"
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
@@ -307,6 +308,19 @@ func TestKubectlLogs(t *testing.T) {
 		t.Error("logs --previous of a container that never restarted: no error")
 	}
 
+	// --timestamps and --since, from the CRI log's time stamps.
+	stamped, err := cs.CoreV1().Pods(ns).GetLogs("talker", &corev1.PodLogOptions{Timestamps: true}).DoRaw(ctx)
+	if first, _, _ := strings.Cut(string(stamped), " "); err != nil || !strings.HasPrefix(first, "20") {
+		t.Errorf("logs --timestamps = %q, %v; want lines starting with their time", stamped, err)
+	} else if ts, perr := time.Parse(time.RFC3339Nano, first); perr != nil || time.Since(ts) > time.Minute {
+		t.Errorf("logs --timestamps: first time %q (%v), want a recent RFC 3339 time", first, perr)
+	}
+	time.Sleep(2 * time.Second)
+	recent, err := cs.CoreV1().Pods(ns).GetLogs("talker", &corev1.PodLogOptions{SinceSeconds: new(int64(1))}).DoRaw(ctx)
+	if err != nil || strings.Contains(string(recent), "listening on") {
+		t.Errorf("logs --since=1s = %q, %v; want nothing as old as the start line", recent, err)
+	}
+
 	// kubectl logs -f: a request logged after the stream opened arrives.
 	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -367,4 +381,31 @@ func TestMissingConfigMapThenCreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPod(t, cs, ns, "configured", "Running once the ConfigMap exists", labtest.PodReady)
+}
+
+// TestPodsReachTheAPIServer: from a pod's namespace, the pods' kubeconfig
+// reaches the API server (through the kubelet's relay), while the admin
+// kubeconfig names 127.0.0.1 only.
+func TestPodsReachTheAPIServer(t *testing.T) {
+	c, cs, ns := setup(t)
+	ctx := context.Background()
+	labtest.CreatePod(t, ctx, cs, ns, "caller", nil, serverSpec(8080, nil), false)
+	p := waitPod(t, cs, ns, "caller", "Running", labtest.PodRunning)
+	if host := c.RESTConfig().Host; !strings.Contains(host, "127.0.0.1") {
+		t.Errorf("admin server %s, want 127.0.0.1", host)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Layout().PodKubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(cfg.Host, c.DataPlane().APIServerHost()) {
+		t.Errorf("pods' server %s, want the link's host address %s", cfg.Host, c.DataPlane().APIServerHost())
+	}
+	netns := netnsOf(c, p)
+	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) { return podnet.DialIn(ctx, netns, network, addr) }
+	podCS := kubernetes.NewForConfigOrDie(cfg)
+	labtest.WaitFor(t, ctx, "GET /version from the pod's namespace", func(ctx context.Context) (bool, error) {
+		_, err := podCS.Discovery().ServerVersion()
+		return err == nil, nil
+	})
 }
