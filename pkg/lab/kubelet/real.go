@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 

@@ -402,7 +402,9 @@ func TestPodsReachTheAPIServer(t *testing.T) {
 		t.Errorf("pods' server %s, want the link's host address %s", cfg.Host, c.DataPlane().APIServerHost())
 	}
 	netns := netnsOf(c, p)
-	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) { return podnet.DialIn(ctx, netns, network, addr) }
+	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return podnet.DialIn(ctx, netns, network, addr)
+	}
 	podCS := kubernetes.NewForConfigOrDie(cfg)
 	labtest.WaitFor(t, ctx, "GET /version from the pod's namespace", func(ctx context.Context) (bool, error) {
 		_, err := podCS.Discovery().ServerVersion()
