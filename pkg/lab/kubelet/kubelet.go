@@ -2,7 +2,10 @@
 // kubelet of many Nodes: it registers them, keeps their Leases fresh and
 // their status reported, and "runs" every Pod scheduled to them by posting
 // the status a real kubelet would post (Running, Ready, a pod IP from the
-// node's podCIDR, container IDs). No container is started.
+// node's podCIDR, container IDs). No container is started, unless
+// Options.Real is set: then pods whose images a resolver knows run as real
+// processes on the lab's data plane (see RealPods and package runtime),
+// with their real status, and `kubectl logs` is served.
 //
 // Two annotations hand an object to a test or a scenario instead:
 //

@@ -49,7 +49,9 @@ type Options struct {
 	Kubelet kubelet.Options
 	// Lab holds further lab options; Dir and Detached are ignored. Set
 	// Lab.Pods to lab.PodsAuto or lab.PodsReal for real pods (the default
-	// simulates them, cheaply: most packages need no more).
+	// simulates them, cheaply: most packages need no more). Real pods need
+	// Nodes > 0: the in-process kubelet runs them and relays the node
+	// network's connections to the API server.
 	Lab lab.Options
 	// Resolver decides, in real mode, which containers run and how (see
 	// runtime.Resolver); nil runs none. With Lab.Pods real, build commands
