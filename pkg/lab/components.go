@@ -168,6 +168,9 @@ func kubeProxyComponent(l Layout, d *DataPlane, nodeName string) component {
 		"--cluster-cidr=" + ClusterCIDR,
 		"--hostname-override=" + nodeName,
 		"--bind-address=" + d.Network.LabAddr.Addr().String(),
+		// NodePorts on the node network's own address only (kube-proxy
+		// logs an error about "all local IPs" otherwise).
+		"--nodeport-addresses=primary",
 		"--healthz-bind-address=127.0.0.1:10256",
 		"--metrics-bind-address=127.0.0.1:10249",
 		"--conntrack-max-per-core=0",
