@@ -36,6 +36,7 @@ import (
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -242,7 +243,7 @@ func Run(ctx context.Context, c Config, o Options) error {
 	r.wake = make(chan event.TypedGenericEvent[*corev1.Node], wakeBuffer)
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("kdiag-repair").
-		For(&corev1.Node{}).
+		For(&corev1.Node{}, builder.WithPredicates(relevantChange())).
 		WatchesRawSource(source.Channel(r.wake, &handler.TypedEnqueueRequestForObject[*corev1.Node]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: o.MaxInFlight + 1}).
 		Complete(r)
