@@ -71,9 +71,10 @@ type Runtime struct {
 
 	mu   sync.Mutex
 	pods map[types.UID]*podRun
-	// simulated remembers the pods the resolver declined, so that they are
-	// not resolved again at every sync.
-	simulated map[types.UID]bool
+	// simulated remembers the pods the resolver declined, by UID with
+	// their "namespace/name", so that they are not resolved again at every
+	// sync.
+	simulated map[types.UID]string
 }
 
 // New returns a Runtime; it starts nothing until Sync.
@@ -96,7 +97,7 @@ func New(opts Options) (*Runtime, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Runtime{opts: opts, log: opts.Logger, pods: map[types.UID]*podRun{}, simulated: map[types.UID]bool{}}, nil
+	return &Runtime{opts: opts, log: opts.Logger, pods: map[types.UID]*podRun{}, simulated: map[types.UID]string{}}, nil
 }
 
 // Network returns the node network the runtime's pods are on.
@@ -136,14 +137,14 @@ func (r *Runtime) Sync(ctx context.Context, pod *corev1.Pod, addr netip.Prefix, 
 		r.mu.Unlock()
 		return true, nil
 	}
-	if r.simulated[pod.UID] {
+	if _, sim := r.simulated[pod.UID]; sim {
 		r.mu.Unlock()
 		return false, nil
 	}
 	r.mu.Unlock()
 	if pod.Spec.HostNetwork || len(pod.Spec.InitContainers) > 0 {
 		// Neither is needed by the lab's programs; such pods stay simulated.
-		r.markSimulated(pod.UID)
+		r.markSimulated(pod)
 		return false, nil
 	}
 
@@ -167,7 +168,7 @@ func (r *Runtime) Sync(ctx context.Context, pod *corev1.Pod, addr netip.Prefix, 
 			return false, err
 		}
 		if !ok {
-			r.markSimulated(pod.UID)
+			r.markSimulated(pod)
 			return false, nil
 		}
 		cmds[i] = cmd
@@ -206,9 +207,9 @@ func (r *Runtime) Sync(ctx context.Context, pod *corev1.Pod, addr netip.Prefix, 
 	return true, nil
 }
 
-func (r *Runtime) markSimulated(uid types.UID) {
+func (r *Runtime) markSimulated(pod *corev1.Pod) {
 	r.mu.Lock()
-	r.simulated[uid] = true
+	r.simulated[pod.UID] = pod.Namespace + "/" + pod.Name
 	r.mu.Unlock()
 }
 
@@ -247,6 +248,11 @@ func (r *Runtime) RemoveKey(ctx context.Context, key string) error {
 	for u, pr := range r.pods {
 		if pr.key == key {
 			uid = u
+		}
+	}
+	for u, k := range r.simulated {
+		if k == key {
+			delete(r.simulated, u)
 		}
 	}
 	r.mu.Unlock()
@@ -336,10 +342,10 @@ func (r *Runtime) State(uid types.UID) (PodState, bool) {
 	return st, true
 }
 
-// LogFile returns the log file of a container of a real pod: the current
-// run's, or with previous the one before (the kubelet's
-// <container>/<restartCount>.log). running reports whether that run's
-// process still writes to it.
+// LogFile returns the log file of a container of a real pod, in the CRI
+// log format (see ParseLogLine): the current run's, or with previous the
+// one before (the kubelet's <container>/<restartCount>.log). running
+// reports whether that run's process still writes to it.
 func (r *Runtime) LogFile(uid types.UID, container string, previous bool) (path string, running bool, err error) {
 	r.mu.Lock()
 	pr := r.pods[uid]
@@ -490,14 +496,25 @@ func (cr *containerRun) runOnce(ctx context.Context) (*corev1.ContainerStateTerm
 		dir = cr.pod.dir
 	}
 	env := append(append(append([]string{}, baseEnv()...), cr.env...), cr.cmd.Env...)
+	lf, err := OpenLogFile(logFile)
+	if err != nil {
+		return nil, err
+	}
+	defer lf.Close()
+	stdout, stderr := lf.Stream("stdout"), lf.Stream("stderr")
 	p, err := process.Start(process.Spec{
 		Name: cr.pod.key + "/" + cr.spec.Name, Path: cr.cmd.Path, Args: cr.cmd.Args,
-		Env: env, Dir: dir, LogFile: logFile,
+		Env: env, Dir: dir, LogFile: logFile, Stdout: stdout, Stderr: stderr,
 		Netns: cr.pod.net.NetnsPath(), Cgroups: group.Dirs(), Cgroup2: rt.opts.Cgroups.V2,
 	})
 	if err != nil {
 		return nil, err
 	}
+	// Done means the output was copied: flush what had no newline.
+	defer func() {
+		_ = stdout.Flush()
+		_ = stderr.Flush()
+	}()
 	started := metav1.NewTime(time.Now().Truncate(time.Second))
 	cr.set(func() {
 		cr.id = id

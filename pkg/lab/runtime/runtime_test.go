@@ -86,7 +86,7 @@ type bed struct {
 	changed chan string
 }
 
-func newBed(t *testing.T, objs ...corev1.ConfigMap) *bed {
+func newBed(t testing.TB, objs ...corev1.ConfigMap) *bed {
 	t.Helper()
 	if err := podnet.Check(); err != nil {
 		t.Skipf("real pods: %v", err)
@@ -296,6 +296,9 @@ func TestSimulatedWhenNotResolved(t *testing.T) {
 	}
 	if rt.Runs(pod.UID) {
 		t.Error("Runs = true for a simulated pod")
+	}
+	if err := rt.RemoveKey(context.Background(), "ns/nginx"); err != nil || len(rt.simulated) != 0 {
+		t.Errorf("RemoveKey of a simulated pod = %v, remembered %v; want it forgotten", err, rt.simulated)
 	}
 	if _, err := New(Options{Dir: t.TempDir()}); err == nil {
 		t.Error("New without resolver: no error")
