@@ -27,8 +27,9 @@ import (
 )
 
 // Back-off between restarts of a container that exited, as the kubelet's:
-// doubled after each restart up to MaxBackOff, and reset once a container
-// ran for resetBackOffAfter.
+// the first restart is immediate, the next after BackOff, doubled after
+// each restart up to MaxBackOff, and reset once a container ran for
+// resetBackOffAfter.
 const (
 	DefaultBackOff    = 10 * time.Second
 	DefaultMaxBackOff = 5 * time.Minute
@@ -421,39 +422,50 @@ func (cr *containerRun) set(f func()) {
 
 // loop runs the container until ctx ends or the restart policy says stop.
 func (cr *containerRun) loop(ctx context.Context) {
-	backOff := cr.rt.opts.BackOff
+	// As the kubelet: the first restart is at once, then after BackOff,
+	// doubling up to MaxBackOff; a run longer than resetBackOffAfter
+	// starts over.
+	var backOff time.Duration
 	for {
 		began := time.Now()
 		exit, err := cr.runOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil {
+		if time.Since(began) > resetBackOffAfter {
+			backOff = 0
+		}
+		switch {
+		case err != nil:
 			cr.rt.log.Warn("container did not start", "pod", cr.pod.key, "container", cr.spec.Name, "err", err)
 			cr.set(func() {
 				cr.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "RunContainerError", Message: err.Error()}}
 			})
-		} else if !cr.restart(exit.ExitCode) {
+		case !cr.restart(exit.ExitCode):
 			cr.set(func() { cr.state = corev1.ContainerState{Terminated: exit} })
 			return
-		} else {
+		default:
 			cr.set(func() {
 				cr.last = corev1.ContainerState{Terminated: exit}
-				cr.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{
-					Reason:  "CrashLoopBackOff",
-					Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", backOff, cr.spec.Name, nameOf(cr.pod.key), nsOf(cr.pod.key), cr.pod.uid),
-				}}
+				cr.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
+				if backOff > 0 {
+					cr.state.Waiting = &corev1.ContainerStateWaiting{
+						Reason:  "CrashLoopBackOff",
+						Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", backOff, cr.spec.Name, nameOf(cr.pod.key), nsOf(cr.pod.key), cr.pod.uid),
+					}
+				}
 			})
-		}
-		if time.Since(began) > resetBackOffAfter {
-			backOff = cr.rt.opts.BackOff
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(backOff):
 		}
-		backOff = min(2*backOff, cr.rt.opts.MaxBackOff)
+		if backOff == 0 {
+			backOff = cr.rt.opts.BackOff
+		} else {
+			backOff = min(2*backOff, cr.rt.opts.MaxBackOff)
+		}
 		if err == nil {
 			cr.mu.Lock()
 			cr.restarts++

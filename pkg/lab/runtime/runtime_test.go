@@ -343,3 +343,30 @@ func TestComputeQOS(t *testing.T) {
 		}
 	}
 }
+
+// TestCrashLoopBackOff: a container that keeps exiting is restarted at
+// once the first time, then waits in CrashLoopBackOff with the back-off
+// in its message.
+func TestCrashLoopBackOff(t *testing.T) {
+	b := newBed(t)
+	b.rt.opts.BackOff = 2 * time.Second
+	pod := testPod("crash", corev1.Container{Name: "main", Image: "test/exit"})
+	if ok, err := b.rt.Sync(context.Background(), pod, netip.MustParsePrefix("10.240.7.5/24"), b.gw); err != nil || !ok {
+		t.Fatalf("Sync = %v, %v", ok, err)
+	}
+	start := time.Now()
+	st := b.waitState(t, pod.UID, "CrashLoopBackOff", func(st PodState) bool {
+		w := st.Containers[0].State.Waiting
+		return w != nil && w.Reason == "CrashLoopBackOff"
+	})
+	c := st.Containers[0]
+	if c.RestartCount != 1 || time.Since(start) > 1500*time.Millisecond {
+		t.Errorf("CrashLoopBackOff after %s with %d restarts; want one immediate restart first", time.Since(start), c.RestartCount)
+	}
+	if !strings.Contains(c.State.Waiting.Message, "back-off 2s") || c.LastTerminationState.Terminated == nil || c.LastTerminationState.Terminated.ExitCode != 7 {
+		t.Errorf("state %+v, last %+v", c.State.Waiting, c.LastTerminationState.Terminated)
+	}
+	if st.Phase != corev1.PodRunning || st.Ready {
+		t.Errorf("phase %s ready %v, want Running and not ready", st.Phase, st.Ready)
+	}
+}
