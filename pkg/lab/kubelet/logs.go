@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kdiag/kdiag/pkg/lab"
+	"github.com/kdiag/kdiag/pkg/lab/runtime"
 )
 
 // logServer serves the part of the kubelet API that `kubectl logs` uses,
@@ -89,22 +90,38 @@ func listenNodes(s *simulator, port int) ([]net.Listener, int, error) {
 	return ls, port, nil
 }
 
-// serveContainerLogs answers like the kubelet: the log's lines (all, or
-// the last tailLines), then with follow=true new lines as they are
+// serveContainerLogs answers like the kubelet: the log's lines (all, the
+// last tailLines, or those since sinceSeconds/sinceTime), with their time
+// stamps when timestamps=true, then with follow=true new lines as they are
 // written, until the container's run ends or the client goes away.
 func (s *simulator) serveContainerLogs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	ns, name, container := r.PathValue("namespace"), r.PathValue("pod"), r.PathValue("container")
-	follow := q.Get("follow") == "true"
+	opts := logOptions{follow: q.Get("follow") == "true", timestamps: q.Get("timestamps") == "true", tail: -1}
 	previous := q.Get("previous") == "true"
-	tail := -1
 	if v := q.Get("tailLines"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
 			http.Error(w, fmt.Sprintf("tailLines must be a non-negative integer, got %q", v), http.StatusBadRequest)
 			return
 		}
-		tail = n
+		opts.tail = n
+	}
+	if v := q.Get("sinceSeconds"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			http.Error(w, fmt.Sprintf("sinceSeconds must be a positive integer, got %q", v), http.StatusBadRequest)
+			return
+		}
+		opts.since = s.now().Add(-time.Duration(n) * time.Second)
+	}
+	if v := q.Get("sinceTime"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("sinceTime must be an RFC 3339 time, got %q", v), http.StatusBadRequest)
+			return
+		}
+		opts.since = t
 	}
 	path, running, err := s.realContainerLog(ns, name, container, previous)
 	if err != nil {
@@ -118,67 +135,79 @@ func (s *simulator) serveContainerLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	defer f.Close()
 	w.Header().Set("Content-Type", "text/plain")
-	if tail >= 0 {
-		if err := seekTail(f, tail); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
+	more := func() bool {
+		if !opts.follow || !running {
+			return false
 		}
-	}
-	if _, err := io.Copy(w, f); err != nil {
-		return
-	}
-	if !follow || !running {
-		return
-	}
-	fl, _ := w.(http.Flusher)
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if fl != nil {
+		if fl, ok := w.(http.Flusher); ok {
 			fl.Flush()
 		}
 		select {
 		case <-r.Context().Done():
-			return
-		case <-t.C:
-		}
-		if _, err := io.Copy(w, f); err != nil {
-			return
+			return false
+		case <-time.After(200 * time.Millisecond):
 		}
 		// The run ended when the current log is another file now, or the
-		// container no longer runs.
+		// container no longer runs; what it wrote last is still read.
 		cur, still, err := s.realContainerLog(ns, name, container, false)
-		if err != nil || cur != path || !still {
-			_, _ = io.Copy(w, f)
-			return
-		}
+		running = err == nil && cur == path && still
+		return true
 	}
+	_ = copyLog(w, bufio.NewReader(f), opts, more)
 }
 
-// seekTail positions f at the start of its last n lines. It reads the file
-// from the start: lab logs are small, and a backwards scan is not worth
-// its complexity here.
-func seekTail(f *os.File, n int) error {
-	var offsets []int64
-	var off int64
-	br := bufio.NewReader(f)
+// logOptions select what copyLog writes.
+type logOptions struct {
+	follow, timestamps bool
+	tail               int       // last lines; -1: all
+	since              time.Time // zero: all
+}
+
+// copyLog writes the log's lines selected by opts. At the end of what is
+// written so far it asks more whether to wait for further lines (follow).
+func copyLog(w io.Writer, r *bufio.Reader, opts logOptions, more func() bool) error {
+	var tail []runtime.LogLine // the last opts.tail lines, until the first end of file
+	first := true
+	var partial []byte
 	for {
-		line, err := br.ReadBytes('\n')
-		if len(line) > 0 {
-			offsets = append(offsets, off)
-			off += int64(len(line))
+		b, err := r.ReadBytes('\n')
+		if len(b) > 0 && b[len(b)-1] != '\n' {
+			partial = append(partial, b...) // a line being written
+			b = nil
+		} else if len(b) > 0 {
+			if len(partial) > 0 {
+				b = append(partial, b...)
+				partial = nil
+			}
+			line, perr := runtime.ParseLogLine(b[:len(b)-1])
+			if perr == nil && (opts.since.IsZero() || !line.Time.Before(opts.since)) {
+				if first && opts.tail >= 0 {
+					tail = append(tail, line)
+					if len(tail) > opts.tail {
+						tail = tail[1:]
+					}
+				} else if err := line.WriteContent(w, opts.timestamps); err != nil {
+					return err
+				}
+			}
 		}
-		if err != nil {
-			break
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, io.EOF) {
+			return err
+		}
+		if first {
+			first = false
+			for _, l := range tail {
+				if err := l.WriteContent(w, opts.timestamps); err != nil {
+					return err
+				}
+			}
+			tail = nil
+		}
+		if !more() {
+			return nil
 		}
 	}
-	start := int64(0)
-	switch {
-	case n == 0:
-		start = off
-	case n < len(offsets):
-		start = offsets[len(offsets)-n]
-	}
-	_, err := f.Seek(start, io.SeekStart)
-	return err
 }

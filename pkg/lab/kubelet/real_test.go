@@ -1,12 +1,12 @@
 package kubelet
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -63,35 +63,30 @@ func TestRealPodStatus(t *testing.T) {
 	}
 }
 
-func TestSeekTail(t *testing.T) {
-	dir := t.TempDir()
+func TestCopyLog(t *testing.T) {
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	log := ""
+	for i, l := range []string{"stdout F one", "stderr F two", "stdout P thr", "stdout F ee", "stdout F four"} {
+		log += t0.Add(time.Duration(i)*time.Second).Format(time.RFC3339Nano) + " " + l + "\n"
+	}
+	log += "garbage line\n" + t0.Add(9*time.Second).Format(time.RFC3339Nano) + " stdout F half-writ" // no newline yet
 	for _, tc := range []struct {
-		content string
-		n       int
-		want    string
+		name string
+		opts logOptions
+		want string
 	}{
-		{"a\nb\nc\n", 2, "b\nc\n"},
-		{"a\nb\nc\n", 0, ""},
-		{"a\nb\nc\n", 10, "a\nb\nc\n"},
-		{"a\nb\nc", 1, "c"},
-		{"", 3, ""},
+		{"all", logOptions{tail: -1}, "one\ntwo\nthree\nfour\n"},
+		{"tail 2", logOptions{tail: 2}, "ee\nfour\n"},
+		{"tail 0", logOptions{tail: 0}, ""},
+		{"since", logOptions{tail: -1, since: t0.Add(3 * time.Second)}, "ee\nfour\n"},
+		{"timestamps", logOptions{tail: 1, timestamps: true}, t0.Add(4*time.Second).Format(time.RFC3339Nano) + " four\n"},
 	} {
-		p := filepath.Join(dir, "log")
-		if err := os.WriteFile(p, []byte(tc.content), 0o644); err != nil {
-			t.Fatal(err)
+		var out strings.Builder
+		if err := copyLog(&out, bufio.NewReader(strings.NewReader(log)), tc.opts, func() bool { return false }); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
 		}
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := seekTail(f, tc.n); err != nil {
-			t.Fatal(err)
-		}
-		rest := make([]byte, 100)
-		k, _ := f.Read(rest)
-		f.Close()
-		if got := string(rest[:k]); got != tc.want {
-			t.Errorf("tail %d of %q = %q, want %q", tc.n, tc.content, got, tc.want)
+		if out.String() != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, out.String(), tc.want)
 		}
 	}
 }
