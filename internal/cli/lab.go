@@ -23,6 +23,7 @@ import (
 	"github.com/kdiag/kdiag/pkg/lab/programs"
 	"github.com/kdiag/kdiag/pkg/lab/runtime"
 	"github.com/kdiag/kdiag/pkg/lab/scenario"
+	"github.com/kdiag/kdiag/pkg/ops"
 )
 
 // kubeletProcess names the simulated kubelet's process and log file.
@@ -136,6 +137,12 @@ func newLabUpCommand(g *Globals) *cobra.Command {
 					return fmt.Errorf("%w; the lab keeps running, see %s/logs/%s.log or stop it with `kdiag lab down --dir %s`", err, c.Dir(), kubeletProcess, c.Dir())
 				}
 				fmt.Fprintf(g.Streams.ErrOut, "kdiag lab: %d simulated nodes Ready\n", nodes)
+			}
+			// The lab is where kdiag's own objects are tried: install the
+			// Operation CRD so that drain runs, repairs and fixes are
+			// recorded and `kdiag ops` reads them.
+			if err := ops.EnsureCRD(ctx, c.RESTConfig()); err != nil {
+				return fmt.Errorf("install the Operation CRD: %w; the lab keeps running, stop it with `kdiag lab down --dir %s`", err, c.Dir())
 			}
 			if scen != "" {
 				if err := scenario.ApplyWith(ctx, c.RESTConfig(), scen, scenario.Options{RealPods: c.DataPlane() != nil, Dir: c.Dir()}); err != nil {
