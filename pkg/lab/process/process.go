@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,8 +39,13 @@ type Spec struct {
 	Env []string
 	// Dir is the working directory; empty inherits the current one.
 	Dir string
-	// LogFile receives stdout and stderr, appended.
+	// LogFile receives stdout and stderr, appended, unless Stdout and
+	// Stderr are set.
 	LogFile string
+	// Stdout and Stderr, when both set, receive the process's output
+	// instead of LogFile (through pipes: the writers must keep up). The
+	// process is reaped (Done) once they have received everything.
+	Stdout, Stderr io.Writer
 	// Detached starts the process in a new session so that it survives the
 	// caller. Otherwise the process gets SIGKILL when the caller dies.
 	Detached bool
@@ -92,20 +98,22 @@ func Start(spec Spec) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(spec.LogFile), 0o755); err != nil {
-		return nil, fmt.Errorf("start %s: create log directory: %w", spec.Name, err)
-	}
-	logf, err := os.OpenFile(spec.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("start %s: open log: %w", spec.Name, err)
-	}
-	defer logf.Close() // the child holds its own descriptor after Start
-
 	cmd := exec.Command(path, spec.Args...)
 	cmd.Env = spec.Env
 	cmd.Dir = spec.Dir
-	cmd.Stdout = logf
-	cmd.Stderr = logf
+	if spec.Stdout != nil && spec.Stderr != nil {
+		cmd.Stdout, cmd.Stderr = spec.Stdout, spec.Stderr
+	} else {
+		if err := os.MkdirAll(filepath.Dir(spec.LogFile), 0o755); err != nil {
+			return nil, fmt.Errorf("start %s: create log directory: %w", spec.Name, err)
+		}
+		logf, err := os.OpenFile(spec.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("start %s: open log: %w", spec.Name, err)
+		}
+		defer logf.Close() // the child holds its own descriptor after Start
+		cmd.Stdout, cmd.Stderr = logf, logf
+	}
 	if spec.Detached {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	} else {
