@@ -44,6 +44,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/kdiag/kdiag/pkg/hostid"
 	"github.com/kdiag/kdiag/pkg/lab/runtime"
 )
 
@@ -123,6 +124,10 @@ type Options struct {
 	StatusReportFrequency time.Duration
 	// PodWorkers and NodeWorkers are the number of concurrent syncs.
 	PodWorkers, NodeWorkers int
+	// HostID labels every node (label hostid.Label) with the machine whose
+	// kernel runs their pods, so that `kdiag trace` here knows the nodes
+	// are local. Empty means hostid.Get(); "-" leaves the label off.
+	HostID string
 	// Real, when set, runs pods whose images resolve to a program as real
 	// processes on the lab's data plane, and serves their logs (see
 	// RealPods). Nil simulates every pod.
@@ -174,6 +179,13 @@ func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
 		return errors.New("kubelet: no REST config")
 	}
 	opts = opts.withDefaults()
+	if opts.HostID == "" {
+		id, err := hostid.Get()
+		if err != nil {
+			opts.Logger.Warn("nodes are not labelled with this machine's id; kdiag trace needs NODE_NAME to know they are local", "err", err)
+		}
+		opts.HostID = id
+	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS = opts.QPS
 	cfg.Burst = opts.Burst

@@ -15,6 +15,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kdiag/kdiag/pkg/hostid"
 )
 
 // DefaultPools returns the two pools of the seed's AKS cluster: a System
@@ -95,6 +97,9 @@ func (s *simulator) newNode(i int) *corev1.Node {
 			},
 		},
 		Spec: corev1.NodeSpec{ProviderID: "kdiag-lab://" + name},
+	}
+	if id := s.opts.HostID; id != "" && id != "-" {
+		node.Labels[hostid.Label] = id
 	}
 	node.Status = s.desiredNodeStatus(node, nil)
 	return node
