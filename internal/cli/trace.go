@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/kdiag/kdiag/pkg/gadget/render"
 	"github.com/kdiag/kdiag/pkg/gadget/tcp"
 	"github.com/kdiag/kdiag/pkg/gadget/wire"
+	"github.com/kdiag/kdiag/pkg/hostid"
 )
 
 type traceFlags struct {
@@ -35,6 +38,10 @@ type traceFlags struct {
 	failuresOnly bool
 	dnsTimeout   time.Duration
 	dnsPorts     []uint
+
+	// localNodes are the nodes hosted on this machine, found once by
+	// runTrace (see localNodes).
+	localNodes []string
 }
 
 func newTraceCommand(g *Globals) *cobra.Command {
@@ -135,13 +142,25 @@ func (f *traceFlags) setup(cmd *cobra.Command, g *Globals, name string, columns 
 		cancel()
 		return nil, err
 	}
-	nodeName := localNodeName()
+	locals := f.localNodes
+	if locals == nil {
+		locals = localNodes(ctx, nil)
+	}
 	for _, n := range f.nodes {
-		filter.Node = n
-		if nodeName != "" && n != nodeName {
+		if len(locals) > 0 && !slices.Contains(locals, n) {
 			cancel()
-			return nil, fmt.Errorf("--node %s: this is node %s; local tracing sees only its own node, and tracing another node through its agent needs the API server (set NODE_NAME if the host name is not the node name)", n, nodeName)
+			return nil, fmt.Errorf("--node %s: this machine hosts %s; local tracing sees only the nodes hosted here, and tracing another node through its agent needs the API server (set NODE_NAME if the host name is not the node name)", n, strings.Join(locals, ", "))
 		}
+	}
+	if len(f.nodes) == 1 {
+		filter.Node = f.nodes[0]
+	}
+	// One local node labels every event with it and lists only its pods;
+	// a machine hosting several nodes (the lab) lists every pod and labels
+	// each event with its pod's node.
+	nodeName := ""
+	if len(locals) == 1 {
+		nodeName = locals[0]
 	}
 	var source enrich.Source
 	if !f.noK8s {
@@ -185,16 +204,35 @@ func (f *traceFlags) filter(g *Globals) (enrich.Filter, error) {
 	return filter, nil
 }
 
-// localNodeName is the node this process runs on: $NODE_NAME, else the
-// host name.
-func localNodeName() string {
+// localNodes are the nodes whose pods run in this machine's kernel:
+// $NODE_NAME when set; else the host name, plus, when the API server is
+// reachable (cs not nil), the nodes labelled with this machine's id
+// (hostid.Label, set by the lab on the nodes it hosts).
+func localNodes(ctx context.Context, cs kubernetes.Interface) []string {
 	if n := os.Getenv("NODE_NAME"); n != "" {
-		return n
+		return []string{n}
 	}
+	var nodes []string
 	if h, err := os.Hostname(); err == nil {
-		return strings.ToLower(h)
+		nodes = append(nodes, strings.ToLower(h))
 	}
-	return ""
+	if cs == nil {
+		return nodes
+	}
+	id, err := hostid.Get()
+	if err != nil {
+		return nodes
+	}
+	list, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: hostid.Label + "=" + id})
+	if err != nil {
+		return nodes
+	}
+	for _, n := range list.Items {
+		if !slices.Contains(nodes, n.Name) {
+			nodes = append(nodes, n.Name)
+		}
+	}
+	return nodes
 }
 
 // runTrace picks local or cluster mode (remote.Decide) and runs the gadget.
@@ -214,8 +252,9 @@ func runTrace(cmd *cobra.Command, g *Globals, f *traceFlags, name string, local 
 	// Deciding lists nodes or pods at most once; an unreachable API server
 	// must not hold the command longer than local mode's informers would.
 	dctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+	f.localNodes = localNodes(dctx, cs)
 	plan, err := remote.Decide(dctx, cs, remote.PlanInput{
-		LocalNode: localNodeName(), Nodes: f.nodes, AllNodes: f.allNodes, Local: f.local, Filter: filter})
+		LocalNodes: f.localNodes, Nodes: f.nodes, AllNodes: f.allNodes, Local: f.local, Filter: filter})
 	cancel()
 	if err != nil {
 		return err

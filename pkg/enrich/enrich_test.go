@@ -197,6 +197,34 @@ func TestSelect(t *testing.T) {
 	}
 }
 
+// A machine hosting several nodes (the lab) has an enricher without a node
+// name; --node then selects the pods of one of them, and events carry each
+// pod's own node.
+func TestSelectOnAMachineHostingSeveralNodes(t *testing.T) {
+	const uid2, cid2 = "11111111-2222-3333-4444-555555555555", "ff"
+	cg := t.TempDir()
+	for _, p := range []string{filepath.Join("pod"+uid, cid), filepath.Join("pod"+uid2, cid2)} {
+		if err := os.MkdirAll(filepath.Join(cg, "kubepods", "burstable", p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proc := fakeProc(t, map[string][2]string{"1": {"0::/\n", "4026531840"}})
+	other := pod("web-2", "shop", uid2, cid2, nil)
+	other.Spec.NodeName = "n2"
+	e := New(Options{Source: NewStaticSource([]*corev1.Pod{pod("web-1", "shop", uid, cid, nil), other}, nil), ProcRoot: proc, Cgroup2Root: cg})
+
+	sel, err := e.Select(Filter{Namespace: "shop", Node: "n2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sel.PodUIDs) != 1 || !sel.PodUIDs[uid2] {
+		t.Errorf("--node n2 selected pods %v, want only web-2 (%s)", sel.PodUIDs, uid2)
+	}
+	if k := e.named(ContainerRef{PodUID: uid2, ContainerID: cid2}); k.Node != "n2" || k.Pod != "web-2" {
+		t.Errorf("event of web-2 labelled %+v, want node n2 and pod web-2", k)
+	}
+}
+
 func TestCgroupRootsFromMountinfo(t *testing.T) {
 	proc := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(proc, "self"), 0o755); err != nil {

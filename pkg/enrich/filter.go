@@ -22,8 +22,9 @@ type Filter struct {
 	Container string
 	// Selector (-l) selects pods by labels; nil selects all.
 	Selector labels.Selector
-	// Node (--node) must name this node when set (local mode traces only
-	// the node it runs on).
+	// Node (--node) selects the pods scheduled on one node. It must be a
+	// node hosted on this machine: local mode traces only this kernel (a
+	// machine hosts several nodes in the lab).
 	Node string
 }
 
@@ -65,6 +66,9 @@ func (f Filter) MatchPod(p *corev1.Pod) bool {
 		return false
 	}
 	if f.Container != "" && !hasContainer(p, f.Container) {
+		return false
+	}
+	if f.Node != "" && p.Spec.NodeName != f.Node {
 		return false
 	}
 	return true

@@ -24,8 +24,10 @@ import (
 
 // PlanInput is what the command line says about where to trace.
 type PlanInput struct {
-	// LocalNode is the node this process runs on ("" when unknown).
-	LocalNode string
+	// LocalNodes are the nodes whose pods run in this machine's kernel:
+	// the node this process runs on, or, on a machine hosting several
+	// nodes (the lab), all of them. Empty when unknown.
+	LocalNodes []string
 	// Nodes are the --node values.
 	Nodes []string
 	// AllNodes is --all-nodes.
@@ -51,7 +53,7 @@ type Plan struct {
 //
 //  1. --local traces this machine.
 //  2. --all-nodes traces every node of the cluster.
-//  3. --node traces the nodes named; naming only this node is local mode.
+//  3. --node traces the nodes named; naming only local nodes is local mode.
 //  4. A pod filter (-n, -p, -l, -c) traces the nodes where the matching
 //     pods run; when they all run on this node, that is local mode.
 //  5. Anything else is local mode.
@@ -82,10 +84,10 @@ func Decide(ctx context.Context, cs kubernetes.Interface, in PlanInput) (Plan, e
 		return Plan{Cluster: true, Nodes: nodes, Reason: "--all-nodes"}, nil
 	case len(in.Nodes) > 0:
 		if onlyLocal(in) {
-			return Plan{Reason: "--node " + in.LocalNode + " is this node"}, nil
+			return Plan{Reason: "--node " + strings.Join(in.Nodes, ",") + ": hosted on this machine"}, nil
 		}
 		if cs == nil {
-			return Plan{}, fmt.Errorf("--node %s: local tracing sees only its own node (this is %q), and tracing another node through its agent needs the API server: no kubeconfig, or --no-k8s", strings.Join(in.Nodes, ","), in.LocalNode)
+			return Plan{}, fmt.Errorf("--node %s: local tracing sees only the nodes hosted on this machine (%s), and tracing another node through its agent needs the API server: no kubeconfig, or --no-k8s", strings.Join(in.Nodes, ","), describeLocal(in.LocalNodes))
 		}
 		nodes := slices.Clone(in.Nodes)
 		slices.Sort(nodes)
@@ -102,21 +104,35 @@ func Decide(ctx context.Context, cs kubernetes.Interface, in PlanInput) (Plan, e
 		if len(nodes) == 0 {
 			return Plan{}, fmt.Errorf("%s: %d pods match, none is scheduled on a node yet", in.Filter, n)
 		}
-		if len(nodes) == 1 && nodes[0] == in.LocalNode {
-			return Plan{Reason: fmt.Sprintf("the %d pods matching %s run on this node", n, in.Filter)}, nil
+		if allLocal(nodes, in.LocalNodes) {
+			return Plan{Reason: fmt.Sprintf("the %d pods matching %s run on this machine", n, in.Filter)}, nil
 		}
 		return Plan{Cluster: true, Nodes: nodes, Reason: fmt.Sprintf("%d pods match %s", n, in.Filter)}, nil
 	}
 	return Plan{Reason: "no --node, --all-nodes or pod filter"}, nil
 }
 
-func onlyLocal(in PlanInput) bool {
-	for _, n := range in.Nodes {
-		if n != in.LocalNode {
+func onlyLocal(in PlanInput) bool { return allLocal(in.Nodes, in.LocalNodes) }
+
+// allLocal says whether every one of nodes (at least one) is local.
+func allLocal(nodes, local []string) bool {
+	if len(nodes) == 0 {
+		return false
+	}
+	for _, n := range nodes {
+		if !slices.Contains(local, n) {
 			return false
 		}
 	}
-	return in.LocalNode != ""
+	return true
+}
+
+// describeLocal names the local nodes for an error message.
+func describeLocal(local []string) string {
+	if len(local) == 0 {
+		return "unknown: set NODE_NAME"
+	}
+	return strings.Join(local, ", ")
 }
 
 // ListNodes returns the names of the cluster's nodes, sorted.

@@ -48,21 +48,25 @@ func TestDecide(t *testing.T) {
 		wantNodes   []string
 		wantErr     string
 	}{
-		{name: "nothing: local", in: PlanInput{LocalNode: "laptop"}},
-		{name: "--local", in: PlanInput{LocalNode: "n1", Local: true, Filter: enrich.Filter{Namespace: "shop"}}},
-		{name: "--local with another node", in: PlanInput{LocalNode: "n1", Local: true, Nodes: []string{"n2"}}, wantErr: "--local traces only this machine"},
+		{name: "nothing: local", in: PlanInput{LocalNodes: []string{"laptop"}}},
+		{name: "--local", in: PlanInput{LocalNodes: []string{"n1"}, Local: true, Filter: enrich.Filter{Namespace: "shop"}}},
+		{name: "--local with another node", in: PlanInput{LocalNodes: []string{"n1"}, Local: true, Nodes: []string{"n2"}}, wantErr: "--local traces only this machine"},
 		{name: "--all-nodes", in: PlanInput{AllNodes: true}, wantCluster: true, wantNodes: []string{"n1", "n2", "n3"}},
 		{name: "--all-nodes and --node", in: PlanInput{AllNodes: true, Nodes: []string{"n1"}}, wantErr: "exclude each other"},
 		{name: "--all-nodes without kubeconfig", in: PlanInput{AllNodes: true}, noClient: true, wantErr: "needs the API server"},
-		{name: "--node this node", in: PlanInput{LocalNode: "n1", Nodes: []string{"n1"}}},
-		{name: "--node other nodes", in: PlanInput{LocalNode: "n1", Nodes: []string{"n3", "n2", "n3"}}, wantCluster: true, wantNodes: []string{"n2", "n3"}},
-		{name: "--node other without kubeconfig", in: PlanInput{LocalNode: "n1", Nodes: []string{"n2"}}, noClient: true, wantErr: "local tracing sees only its own node"},
-		{name: "pod prefix on two nodes", in: PlanInput{LocalNode: "laptop", Filter: enrich.Filter{Namespace: "shop", PodPrefix: "store-front"}}, wantCluster: true, wantNodes: []string{"n1", "n2"}},
-		{name: "selector on one other node", in: PlanInput{LocalNode: "n1", Filter: enrich.Filter{Selector: sel("k8s-app=kube-dns")}}, wantCluster: true, wantNodes: []string{"n3"}},
-		{name: "pods only on this node", in: PlanInput{LocalNode: "n2", Filter: enrich.Filter{Namespace: "shop", PodPrefix: "order"}}},
-		{name: "filter matches nothing", in: PlanInput{LocalNode: "n1", Filter: enrich.Filter{Namespace: "shop", PodPrefix: "nope"}}, wantErr: "no pod matches the filter"},
-		{name: "only unscheduled pods", in: PlanInput{LocalNode: "n1", Filter: enrich.Filter{Namespace: "shop", PodPrefix: "pending"}}, wantErr: "none is scheduled"},
-		{name: "filter without kubeconfig: local reports it", in: PlanInput{LocalNode: "n1", Filter: enrich.Filter{Namespace: "shop"}}, noClient: true},
+		{name: "--node this node", in: PlanInput{LocalNodes: []string{"n1"}, Nodes: []string{"n1"}}},
+		{name: "--node other nodes", in: PlanInput{LocalNodes: []string{"n1"}, Nodes: []string{"n3", "n2", "n3"}}, wantCluster: true, wantNodes: []string{"n2", "n3"}},
+		{name: "--node other without kubeconfig", in: PlanInput{LocalNodes: []string{"n1"}, Nodes: []string{"n2"}}, noClient: true, wantErr: "local tracing sees only the nodes hosted on this machine (n1)"},
+		{name: "lab: pods on two nodes of this machine", in: PlanInput{LocalNodes: []string{"n1", "n2"}, Filter: enrich.Filter{Namespace: "shop", PodPrefix: "store-front"}}},
+		{name: "lab: --node naming two local nodes", in: PlanInput{LocalNodes: []string{"n1", "n2"}, Nodes: []string{"n2", "n1"}}},
+		{name: "lab: pods also on a node elsewhere", in: PlanInput{LocalNodes: []string{"n1"}, Filter: enrich.Filter{Namespace: "shop", PodPrefix: "store-front"}}, wantCluster: true, wantNodes: []string{"n1", "n2"}},
+		{name: "no local node known, --node without kubeconfig", in: PlanInput{Nodes: []string{"n2"}}, noClient: true, wantErr: "unknown: set NODE_NAME"},
+		{name: "pod prefix on two nodes", in: PlanInput{LocalNodes: []string{"laptop"}, Filter: enrich.Filter{Namespace: "shop", PodPrefix: "store-front"}}, wantCluster: true, wantNodes: []string{"n1", "n2"}},
+		{name: "selector on one other node", in: PlanInput{LocalNodes: []string{"n1"}, Filter: enrich.Filter{Selector: sel("k8s-app=kube-dns")}}, wantCluster: true, wantNodes: []string{"n3"}},
+		{name: "pods only on this node", in: PlanInput{LocalNodes: []string{"n2"}, Filter: enrich.Filter{Namespace: "shop", PodPrefix: "order"}}},
+		{name: "filter matches nothing", in: PlanInput{LocalNodes: []string{"n1"}, Filter: enrich.Filter{Namespace: "shop", PodPrefix: "nope"}}, wantErr: "no pod matches the filter"},
+		{name: "only unscheduled pods", in: PlanInput{LocalNodes: []string{"n1"}, Filter: enrich.Filter{Namespace: "shop", PodPrefix: "pending"}}, wantErr: "none is scheduled"},
+		{name: "filter without kubeconfig: local reports it", in: PlanInput{LocalNodes: []string{"n1"}, Filter: enrich.Filter{Namespace: "shop"}}, noClient: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,7 +106,7 @@ func TestDecideForbidden(t *testing.T) {
 	if err != nil || !p.Cluster || len(p.Nodes) != 0 || !strings.Contains(p.Reason, "every node with an agent") {
 		t.Errorf("--all-nodes without nodes list: %+v, %v", p, err)
 	}
-	p, err = Decide(context.Background(), cs, PlanInput{LocalNode: "n1", Filter: enrich.Filter{Namespace: "shop"}})
+	p, err = Decide(context.Background(), cs, PlanInput{LocalNodes: []string{"n1"}, Filter: enrich.Filter{Namespace: "shop"}})
 	if err != nil || p.Cluster || !strings.Contains(p.Reason, "could not be listed") {
 		t.Errorf("filter without pods list: %+v, %v", p, err)
 	}
