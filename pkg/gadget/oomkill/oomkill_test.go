@@ -104,7 +104,10 @@ func testMemoryHog(t *testing.T, classic bool) {
 	if ev.MemoryCgroupOf != wantOf {
 		t.Errorf("memory cgroup of %q, want %q", ev.MemoryCgroupOf, wantOf)
 	}
-	if st.Filtered != 1 || st.Events != 1 || st.Lost != 0 {
-		t.Errorf("stats %+v, want 1 event, 1 filtered, 0 lost", st)
+	// At least the other pod's kill is filtered; OOM kills of other tests
+	// running on this machine at the same time (the lab's real pods) are
+	// filtered too.
+	if st.Filtered < 1 || st.Events != 1 || st.Lost != 0 {
+		t.Errorf("stats %+v, want 1 event, at least 1 filtered, 0 lost", st)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -216,10 +217,25 @@ func (b *Bed) Start(p *Pod, role string, args ...string) *Proc {
 		b.t.Fatalf("pipe: %v", err)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	pr := &Proc{cmd: cmd, lines: make(chan string, 1024), done: make(chan struct{})}
+	// Pdeathsig fires when the *thread* that forked the child exits, not
+	// the process, and the Go runtime retires threads (any goroutine that
+	// ends locked to its thread destroys it). Fork from a pinned thread and
+	// keep it until the child is reaped, as pkg/lab/process does, or the
+	// helpers die at random.
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			<-pr.done
+		}
+	}()
+	if err := <-started; err != nil {
 		b.t.Fatalf("start %s in %s: %v", role, p.Name, err)
 	}
-	pr := &Proc{cmd: cmd, lines: make(chan string, 1024), done: make(chan struct{})}
 	b.mu.Lock()
 	b.procs = append(b.procs, pr)
 	b.mu.Unlock()
