@@ -234,3 +234,29 @@ func EventTime(e *corev1.Event) metav1.Time {
 		return e.FirstTimestamp
 	}
 }
+
+// EventCount returns how many times an event was seen, whichever API
+// wrote it: the events.k8s.io series count, the core/v1 count, else 1.
+func EventCount(e *corev1.Event) int32 {
+	switch {
+	case e.Series != nil && e.Series.Count > 0:
+		return e.Series.Count
+	case e.Count > 0:
+		return e.Count
+	default:
+		return 1
+	}
+}
+
+// EventFirstSeen returns when an event was first seen: its first
+// timestamp, else its event time, else EventTime.
+func EventFirstSeen(e *corev1.Event) metav1.Time {
+	switch {
+	case !e.FirstTimestamp.IsZero():
+		return e.FirstTimestamp
+	case !e.EventTime.IsZero():
+		return metav1.Time{Time: e.EventTime.Time}
+	default:
+		return EventTime(e)
+	}
+}

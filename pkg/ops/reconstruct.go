@@ -12,6 +12,7 @@ import (
 
 	"github.com/kdiag/kdiag/pkg/analyze/operations"
 	"github.com/kdiag/kdiag/pkg/apis/kdiag/v1alpha1"
+	"github.com/kdiag/kdiag/pkg/cluster"
 	"github.com/kdiag/kdiag/pkg/ops/opevents"
 )
 
@@ -213,7 +214,7 @@ func evictions(events []corev1.Event, podNode PodNodeFunc, drains []*v1alpha1.Op
 		}
 		t := opevents.Time(e)
 		msg := strings.Join(strings.Fields(e.Message), " ")
-		if n := opevents.Count(e); n > 1 {
+		if n := cluster.EventCount(e); n > 1 {
 			msg = fmt.Sprintf("%s (seen %d times since %s)", msg, n, opevents.FirstTime(e).UTC().Format(time.RFC3339))
 		}
 		name := "evict " + what

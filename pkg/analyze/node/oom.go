@@ -205,7 +205,7 @@ func oomKilled(s *cluster.Snapshot) []findings.Finding {
 		default:
 			var total int32
 			for _, e := range evs {
-				total += evidence.EventCount(e)
+				total += cluster.EventCount(e)
 			}
 			title = fmt.Sprintf("Node %s: the kernel OOM killer ran %d times (SystemOOM events), last %s", node, total,
 				evidence.Ago(now, cluster.EventTime(evs[len(evs)-1]).Time))

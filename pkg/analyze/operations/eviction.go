@@ -112,11 +112,11 @@ func (a *analysis) groupDrainEvents() []*eventGroup {
 			keys = append(keys, k)
 		}
 		g.events = append(g.events, e)
-		g.count += evidence.EventCount(e)
+		g.count += cluster.EventCount(e)
 		if t := cluster.EventTime(e); g.last.IsZero() || t.After(g.last.Time) {
 			g.last = t
 		}
-		if t := evidence.FirstSeen(e); !t.IsZero() && (g.first.IsZero() || t.Before(&g.first)) {
+		if t := cluster.EventFirstSeen(e); !t.IsZero() && (g.first.IsZero() || t.Before(&g.first)) {
 			g.first = t
 		}
 		if !slices.Contains(g.reasons, e.Reason) {

@@ -108,7 +108,7 @@ func replicaFailures(s *cluster.Snapshot) []findings.Finding {
 		}
 		rf := get(o.Namespace, kind, name)
 		rf.add(fmt.Sprintf("%s %s event Warning FailedCreate x%d, last %s", strings.ToLower(o.Kind), o.Name,
-			evidence.EventCount(e), evidence.Ago(now, cluster.EventTime(e).Time)), e.Message)
+			cluster.EventCount(e), evidence.Ago(now, cluster.EventTime(e).Time)), e.Message)
 	}
 
 	keys := slices.Sorted(maps.Keys(byKey))

@@ -132,7 +132,7 @@ func probeFailures(s *cluster.Snapshot) []findings.Finding {
 			x.probe = probeSpec(podready.Container(&p.Spec, ctr, false), kind)
 			st[g] = x
 		}
-		n := evidence.EventCount(e)
+		n := cluster.EventCount(e)
 		t := cluster.EventTime(e).Time
 		x.count += n
 		x.perPod[p] += n
@@ -174,7 +174,7 @@ func probeFailures(s *cluster.Snapshot) []findings.Finding {
 			for _, p := range g.pods {
 				for _, e := range podEvents(s, p) {
 					if e.Reason == "Killing" && containerOf(e) == x.ctr && strings.Contains(e.Message, "liveness probe") {
-						kills += int(evidence.EventCount(e))
+						kills += int(cluster.EventCount(e))
 					}
 				}
 			}

@@ -104,7 +104,7 @@ func unschedulable(s *cluster.Snapshot) []findings.Finding {
 				messages[g] = appendUnique(messages[g], evidence.Short(c.Message))
 			}
 			if e := evidence.LatestEvent(podEvents(s, p), func(e *corev1.Event) bool { return e.Reason == "FailedScheduling" }); e != nil {
-				line += fmt.Sprintf("; FailedScheduling x%d, last %s", evidence.EventCount(e), evidence.Ago(now, cluster.EventTime(e).Time))
+				line += fmt.Sprintf("; FailedScheduling x%d, last %s", cluster.EventCount(e), evidence.Ago(now, cluster.EventTime(e).Time))
 				if e.Message != "" && c.Message == "" {
 					messages[g] = appendUnique(messages[g], evidence.Short(e.Message))
 				}

@@ -66,7 +66,7 @@ func ParseRepair(e *corev1.Event) (RepairEvent, bool) {
 		}
 		switch stage {
 		case StageStart, StageEnd, StageError:
-			return RepairEvent{Node: e.InvolvedObject.Name, Action: a, Stage: stage, Time: Time(e), First: FirstTime(e), Count: Count(e), Message: e.Message}, true
+			return RepairEvent{Node: e.InvolvedObject.Name, Action: a, Stage: stage, Time: Time(e), First: FirstTime(e), Count: cluster.EventCount(e), Message: e.Message}, true
 		}
 	}
 	return RepairEvent{}, false
@@ -179,30 +179,8 @@ func closeStep(s *RepairSequence, e RepairEvent) {
 	s.Steps = append(s.Steps, RepairStep{Action: e.Action, Start: e.First, End: e.Time, Failed: e.Stage == StageError, Message: e.Message})
 }
 
-// Count is how many times an event was observed. (The analyzers' own
-// evidence.EventCount is internal to pkg/analyze, out of reach here.)
-func Count(e *corev1.Event) int32 {
-	switch {
-	case e.Series != nil && e.Series.Count > 0:
-		return e.Series.Count
-	case e.Count > 0:
-		return e.Count
-	default:
-		return 1
-	}
-}
-
 // Time is when an event was last observed (cluster.EventTime).
 func Time(e *corev1.Event) time.Time { return cluster.EventTime(e).Time }
 
-// FirstTime is when an event was first observed.
-func FirstTime(e *corev1.Event) time.Time {
-	switch {
-	case !e.FirstTimestamp.IsZero():
-		return e.FirstTimestamp.Time
-	case !e.EventTime.IsZero():
-		return e.EventTime.Time
-	default:
-		return Time(e)
-	}
-}
+// FirstTime is when an event was first observed (cluster.EventFirstSeen).
+func FirstTime(e *corev1.Event) time.Time { return cluster.EventFirstSeen(e).Time }

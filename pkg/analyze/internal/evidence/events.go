@@ -5,41 +5,15 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kdiag/kdiag/pkg/cluster"
 )
-
-// EventCount returns how many times an event was seen, whichever API
-// wrote it: the events.k8s.io series count, the core/v1 count, else 1.
-func EventCount(e *corev1.Event) int32 {
-	switch {
-	case e.Series != nil && e.Series.Count > 0:
-		return e.Series.Count
-	case e.Count > 0:
-		return e.Count
-	default:
-		return 1
-	}
-}
-
-// FirstSeen returns when an event was first seen, or the zero time.
-func FirstSeen(e *corev1.Event) metav1.Time {
-	switch {
-	case !e.FirstTimestamp.IsZero():
-		return e.FirstTimestamp
-	case !e.EventTime.IsZero():
-		return metav1.Time{Time: e.EventTime.Time}
-	default:
-		return cluster.EventTime(e)
-	}
-}
 
 // EventLine renders an event for evidence: type, reason, count, when it
 // was last seen relative to now, and its message on one line:
 // "event Warning FailedScheduling x3, last 2m ago: 0/3 nodes are available".
 func EventLine(now time.Time, e *corev1.Event) string {
-	line := fmt.Sprintf("event %s %s x%d, ", e.Type, e.Reason, EventCount(e))
+	line := fmt.Sprintf("event %s %s x%d, ", e.Type, e.Reason, cluster.EventCount(e))
 	if t := cluster.EventTime(e); !t.IsZero() {
 		line += "last " + Ago(now, t.Time)
 	} else {

@@ -130,32 +130,13 @@ func TestEventLine(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := EventCount(tc.e); got != tc.wantCount {
+			if got := cluster.EventCount(tc.e); got != tc.wantCount {
 				t.Errorf("EventCount = %d, want %d", got, tc.wantCount)
 			}
 			if got := EventLine(now, tc.e); got != tc.want {
 				t.Errorf("EventLine = %q, want %q", got, tc.want)
 			}
 		})
-	}
-}
-
-func TestFirstSeen(t *testing.T) {
-	first := metav1.NewTime(now.Add(-time.Hour))
-	cases := []struct {
-		name string
-		e    *corev1.Event
-		want time.Time
-	}{
-		{"firstTimestamp", &corev1.Event{FirstTimestamp: first, LastTimestamp: metav1.NewTime(now)}, first.Time},
-		{"eventTime of an events.k8s.io event", &corev1.Event{EventTime: metav1.NewMicroTime(first.Time)}, first.Time},
-		{"only lastTimestamp", &corev1.Event{LastTimestamp: first}, first.Time},
-		{"nothing", &corev1.Event{}, time.Time{}},
-	}
-	for _, tc := range cases {
-		if got := FirstSeen(tc.e); !got.Time.Equal(tc.want) {
-			t.Errorf("%s: FirstSeen = %v, want %v", tc.name, got, tc.want)
-		}
 	}
 }
 
