@@ -78,6 +78,7 @@ by a server-side dry run before you apply it.
 		newNodeCommand,
 		newRepairCommand,
 		newOpsCommand,
+		newFixCommand,
 	} {
 		root.AddCommand(add(g))
 	}
