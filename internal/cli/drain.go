@@ -30,6 +30,7 @@ type drainFlags struct {
 	dryRun             string
 	timeout            time.Duration
 	retryInterval      time.Duration
+	skipWaitForDelete  int
 }
 
 func (f *drainFlags) bind(cmd *cobra.Command) {
@@ -95,6 +96,7 @@ Exit codes: 0 drained, 2 timed out on a blocker, 1 error.`,
 	f.bind(cmd)
 	cmd.Flags().DurationVar(&f.timeout, "timeout", drain.DefaultTimeout, "give up after this long (0 means the default)")
 	cmd.Flags().DurationVar(&f.retryInterval, "retry-interval", 5*time.Second, "wait between retries of a refused eviction")
+	cmd.Flags().IntVar(&f.skipWaitForDelete, "skip-wait-for-delete-timeout", 0, "if a pod's DeletionTimestamp is older than N seconds, do not wait for it (as kubectl drain); 0 waits for every pod. For nodes whose kubelet is dead")
 	return cmd
 }
 
@@ -197,7 +199,7 @@ func runDrainRun(cmd *cobra.Command, g *Globals, f *drainFlags, args []string) e
 			return err
 		}
 	}
-	opts := drain.RunOptions{Options: f.options(), Timeout: f.timeout, RetryInterval: f.retryInterval, Out: g.Streams.Out}
+	opts := drain.RunOptions{Options: f.options(), Timeout: f.timeout, RetryInterval: f.retryInterval, Out: g.Streams.Out, SkipWaitForDeleteTimeoutSeconds: f.skipWaitForDelete}
 	if isTerminal(g.Streams.ErrOut) {
 		opts.Progress = g.Streams.ErrOut
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +12,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -364,4 +367,77 @@ func checkOperations(t *testing.T, ctx context.Context, cfg *rest.Config, cs kub
 	var detail bytes.Buffer
 	_ = ops.WriteDetail(&detail, &failed, time.Now())
 	t.Logf("kdiag ops show %s:\n%s", failed.Name, detail.String())
+}
+
+// TestIntegrationSkipWaitForDelete: a pod held Terminating by a finalizer
+// (as on a node whose kubelet is dead: nothing completes its deletion). A
+// drain with SkipWaitForDeleteTimeoutSeconds stops waiting for it once its
+// deletionTimestamp (eviction + grace period) is older than that, long
+// before its timeout; without the option the same drain waits out its
+// timeout and names the terminating pod.
+func TestIntegrationSkipWaitForDelete(t *testing.T) {
+	c := labtest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cs := kubernetes.NewForConfigOrDie(c.RESTConfig())
+	const ns, finalizer = "drain-skip-wait", "kdiag.io/test-hold"
+	node := np2[0]
+	labtest.CreateNamespace(t, ctx, cs, ns)
+	defer uncordon(t, cs, []string{node})
+	spec := labtest.PauseSpec()
+	spec.NodeName = node
+	grace := int64(1)
+	spec.TerminationGracePeriodSeconds = &grace
+	newPod := func(name string) {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Finalizers: []string{finalizer}}, Spec: spec}
+		if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create pod %s: %v", name, err)
+		}
+		t.Cleanup(func() {
+			_, err := cs.CoreV1().Pods(ns).Patch(context.Background(), name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("release pod %s: %v", name, err)
+			}
+		})
+		labtest.WaitForPods(t, ctx, cs, ns, metav1.ListOptions{FieldSelector: "metadata.name=" + name}, 1, labtest.PodRunning)
+	}
+	opts := drain.Options{IgnoreDaemonSets: true, DeleteEmptyDirData: true, Force: true}
+
+	// Without the option: the drain waits its whole timeout.
+	newPod("held-1")
+	start := time.Now()
+	err := drain.Run(ctx, cs, []string{node}, drain.RunOptions{Options: opts, Timeout: 6 * time.Second})
+	var st *drain.StalledError
+	if !errors.As(err, &st) || len(st.Refused) != 1 || st.Refused[0].Message != drain.TerminatingMessage {
+		t.Fatalf("drain without --skip-wait-for-delete-timeout: want a timeout naming the terminating pod, got %v", err)
+	}
+	if took := time.Since(start); took < 6*time.Second {
+		t.Errorf("drain without the option returned after %s, before its timeout", took)
+	}
+
+	// With it: held-1 has been Terminating for a while: it is skipped by
+	// the filter, held-2 is evicted and skipped once its deletionTimestamp
+	// is older than 1 s, well before the 2-minute timeout.
+	newPod("held-2")
+	var out bytes.Buffer
+	start = time.Now()
+	err = drain.Run(ctx, cs, []string{node}, drain.RunOptions{Options: opts, Timeout: 2 * time.Minute, Out: &out, SkipWaitForDeleteTimeoutSeconds: 1})
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("drain with --skip-wait-for-delete-timeout=1: %v\n%s", err, out.String())
+	}
+	if took > 30*time.Second {
+		t.Errorf("drain with --skip-wait-for-delete-timeout=1 took %s: it waited for the terminating pods", took)
+	}
+	for _, want := range []string{`pod "held-1" has DeletionTimestamp older than 1 seconds, skipping`, "evicting pod " + ns + "/held-2", `pod "held-2" has DeletionTimestamp older than 1 seconds, skipping`, "node/" + node + " drained"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("drain output lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, name := range []string{"held-1", "held-2"} {
+		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil || p.DeletionTimestamp == nil {
+			t.Errorf("pod %s: want it still Terminating (held by its finalizer), got %v (err %v)", name, p.GetDeletionTimestamp(), err)
+		}
+	}
 }

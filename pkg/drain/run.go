@@ -42,6 +42,38 @@ type RunOptions struct {
 	// Run does not finish it: RunRecorded does, or the caller that owns a
 	// larger operation (a node repair drains before a reimage).
 	Record *ops.Record
+	// SkipWaitForDeleteTimeoutSeconds is kubectl drain's
+	// --skip-wait-for-delete-timeout: a pod whose deletionTimestamp is more
+	// than this many whole seconds in the past is not waited for (and not
+	// evicted again if it was already terminating when the drain began).
+	// 0 (the default) or a negative value waits for every pod, as kubectl.
+	// It is meant for a
+	// node whose kubelet is dead: nothing confirms the deletion of its pods,
+	// which stay Terminating forever. The API server sets deletionTimestamp
+	// to the eviction time plus the pod's grace period, so a pod is skipped
+	// once its grace period and then this many seconds have passed.
+	SkipWaitForDeleteTimeoutSeconds int
+}
+
+// SkipWaitForDelete reports whether a drain with
+// SkipWaitForDeleteTimeoutSeconds skip does not wait for pod at now:
+// kubectl drain's rule, skip > 0 and a deletionTimestamp more than skip
+// whole seconds before now (kubectl truncates the age to whole seconds and
+// compares with >). Written here rather than imported: k8s.io/kubectl's
+// drain package would bring kubectl's whole command tree into the module
+// for one comparison.
+func SkipWaitForDelete(pod *corev1.Pod, skip int, now time.Time) bool {
+	ts := pod.DeletionTimestamp
+	if skip <= 0 || ts == nil || ts.IsZero() {
+		return false
+	}
+	return int(now.Sub(ts.Time).Seconds()) > skip
+}
+
+// SkippedMessage is the step message of an evicted pod the drain stopped
+// waiting for (SkipWaitForDeleteTimeoutSeconds).
+func SkippedMessage(skip int) string {
+	return fmt.Sprintf("evicted; deletionTimestamp older than %d seconds: not waited for (--skip-wait-for-delete-timeout)", skip)
 }
 
 // TerminatingMessage is the Refusal message of a pod whose eviction was
@@ -214,6 +246,11 @@ func drainOne(ctx context.Context, cs kubernetes.Interface, node string, o RunOp
 	var refused []string
 	var pods []corev1.Pod
 	for _, p := range list.Items {
+		if SkipWaitForDelete(&p, o.SkipWaitForDeleteTimeoutSeconds, time.Now()) {
+			// kubectl's skipDeletedFilter: already deleted long enough ago.
+			fmt.Fprintf(o.Out, "pod %q has DeletionTimestamp older than %d seconds, skipping\n", p.Name, o.SkipWaitForDeleteTimeoutSeconds)
+			continue
+		}
 		d := Classify(&p, dsLookup, o.Options)
 		switch d.Action {
 		case Refuse:
@@ -264,14 +301,20 @@ func drainOne(ctx context.Context, cs kubernetes.Interface, node string, o RunOp
 				}
 			}
 			if evicted[uid] {
-				gone, err := podGone(ctx, cs, &p)
+				cur, gone, err := podGone(ctx, cs, &p)
 				if err != nil && ctx.Err() == nil {
 					return fail(err)
 				}
-				if gone {
+				switch {
+				case gone:
 					fmt.Fprintf(o.Out, "pod/%s evicted\n", p.Name)
 					delete(pending, uid)
 					steps[uid].Done(ctx, nil, "evicted")
+					delete(steps, uid)
+				case cur != nil && SkipWaitForDelete(cur, o.SkipWaitForDeleteTimeoutSeconds, time.Now()):
+					fmt.Fprintf(o.Out, "pod %q has DeletionTimestamp older than %d seconds, skipping\n", p.Name, o.SkipWaitForDeleteTimeoutSeconds)
+					delete(pending, uid)
+					steps[uid].Done(ctx, nil, SkippedMessage(o.SkipWaitForDeleteTimeoutSeconds))
 					delete(steps, uid)
 				}
 			}
@@ -332,16 +375,20 @@ func evict(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) error {
 }
 
 // podGone reports whether the pod was deleted (or replaced by another of the
-// same name, as StatefulSets do).
-func podGone(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) (bool, error) {
+// same name, as StatefulSets do); when it is still there it returns it as
+// it is now.
+func podGone(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) (*corev1.Pod, bool, error) {
 	cur, err := cs.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return true, nil
+		return nil, true, nil
 	case err != nil:
-		return false, fmt.Errorf("get pod %s/%s: %w", p.Namespace, p.Name, err)
+		return nil, false, fmt.Errorf("get pod %s/%s: %w", p.Namespace, p.Name, err)
 	}
-	return cur.UID != p.UID, nil
+	if cur.UID != p.UID {
+		return nil, true, nil
+	}
+	return cur, false, nil
 }
 
 // refusal names the budget behind a refused eviction: the eviction API's
