@@ -62,6 +62,7 @@ See docs/commands/repair.md.`,
 	fl.StringVar(&f.maxUnhealthy, "max-unhealthy", repair.DefaultMaxUnhealthy, "stop every repair when more nodes than this are unhealthy: a count (2) or a percentage of all nodes (40%)")
 	fl.DurationVar(&o.Backoff, "backoff", repair.DefaultBackoff, "wait after a failed sequence before the next; doubles after each further failure")
 	fl.DurationVar(&o.DrainTimeout, "drain-timeout", 5*time.Minute, "give up the drain before a reimage or redeploy after this long")
+	fl.IntVar(&o.DrainSkipWaitForDeleteTimeout, "drain-skip-wait-for-delete-timeout", repair.DefaultDrainSkipWaitForDeleteTimeout, "drain of a NotReady node: do not wait for an evicted pod whose DeletionTimestamp is older than this many seconds (its dead kubelet never confirms the deletion), as kubectl drain --skip-wait-for-delete-timeout; 0 waits for every pod until --drain-timeout")
 	fl.DurationVar(&o.PollInterval, "poll-interval", repair.DefaultPollInterval, "how often a waiting, paused or skipped node is looked at again")
 	fl.BoolVar(&o.Paused, "paused", false, "do not act on any node (the annotation kdiag.io/repair-paused=true on the Lease does the same at run time)")
 	fl.StringSliceVar(&o.SkipTaints, "skip-taint", repair.DefaultSkipTaints(), "skip nodes with a taint of these keys")
@@ -83,6 +84,9 @@ func runRepair(ctx context.Context, g *Globals, f *repairFlags) error {
 	}
 	f.opts.MaxUnhealthy = mu
 	f.opts.NoLeaderElection = !f.leaderElect
+	if f.opts.DrainSkipWaitForDeleteTimeout <= 0 {
+		f.opts.DrainSkipWaitForDeleteTimeout = -1 // Options: negative waits for every pod
+	}
 	pc := repair.ProviderConfig{Name: f.provider, ExecCommand: f.execCommand, LabHealsAt: repair.Action(f.labHealsAt)}
 	if err := pc.Validate(); err != nil {
 		return err

@@ -60,8 +60,11 @@ const (
 	DefaultMaxUnhealthy   = "40%"
 	DefaultBackoff        = 10 * time.Minute
 	DefaultPollInterval   = 30 * time.Second
-	DefaultLeaseName      = "kdiag-repair"
-	DefaultLeaseNamespace = "kube-system"
+	// DefaultDrainSkipWaitForDeleteTimeout is, in seconds, the
+	// --skip-wait-for-delete-timeout of the drain of a NotReady node.
+	DefaultDrainSkipWaitForDeleteTimeout = 10
+	DefaultLeaseName                     = "kdiag-repair"
+	DefaultLeaseNamespace                = "kube-system"
 )
 
 // Options configure the controller. Zero values mean the defaults above.
@@ -85,6 +88,14 @@ type Options struct {
 	// DrainTimeout bounds the drain before a reimage or redeploy (default
 	// drain.DefaultTimeout).
 	DrainTimeout time.Duration
+	// DrainSkipWaitForDeleteTimeout is, in whole seconds, kubectl drain's
+	// --skip-wait-for-delete-timeout for the drain of a node that is not
+	// Ready: an evicted pod whose deletionTimestamp (eviction plus grace
+	// period) is older than this is not waited for, since a dead kubelet
+	// never confirms its deletion. 0 means
+	// DefaultDrainSkipWaitForDeleteTimeout; negative waits for every pod
+	// (until DrainTimeout).
+	DrainSkipWaitForDeleteTimeout int
 	// PollInterval is how often a waiting, paused, halted or skipped node
 	// is looked at again when nothing changes on it.
 	PollInterval time.Duration
@@ -130,6 +141,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = drain.DefaultTimeout
+	}
+	if o.DrainSkipWaitForDeleteTimeout == 0 {
+		o.DrainSkipWaitForDeleteTimeout = DefaultDrainSkipWaitForDeleteTimeout
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = DefaultPollInterval
@@ -239,7 +253,7 @@ func Run(ctx context.Context, c Config, o Options) error {
 	if or, ok := c.Ops.(*opsRecorder); ok {
 		record = or.record
 	}
-	r.Drain = NewDrainer(cs, o.DrainTimeout, log, record)
+	r.Drain = NewDrainer(cs, o.DrainTimeout, o.DrainSkipWaitForDeleteTimeout, log, record)
 	r.wake = make(chan event.TypedGenericEvent[*corev1.Node], wakeBuffer)
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("kdiag-repair").

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
@@ -28,6 +29,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/kdiag/kdiag/pkg/apis/kdiag/v1alpha1"
+	"github.com/kdiag/kdiag/pkg/drain"
 	"github.com/kdiag/kdiag/pkg/lab/kubelet"
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
 	"github.com/kdiag/kdiag/pkg/ops"
@@ -551,20 +553,26 @@ func TestSkipAndPause(t *testing.T) {
 // died (no heartbeat: the node lifecycle controller marks it Unknown) with
 // a pod on it; the lab provider's reboot does not help, the reimage does.
 // The drain before the reimage evicts the pod, which stays Terminating on
-// the dead node; the controller goes on with the reimage.
+// the dead node; the drain does not wait for it past its grace period and
+// DrainSkipWaitForDeleteTimeout (kubectl's --skip-wait-for-delete-timeout),
+// so the reimage starts long before the drain timeout.
 func TestLabProviderDeadKubelet(t *testing.T) {
 	l := newLab(t)
 	ctx := context.Background()
+	if err := ops.EnsureCRD(ctx, l.cfg); err != nil {
+		t.Fatalf("install the Operation CRD: %v", err)
+	}
 	labtest.CreateNamespace(t, ctx, l.cs, "repair-lab")
 	spec := labtest.PauseSpec()
 	spec.NodeSelector = map[string]string{corev1.LabelHostname: node4}
-	grace := int64(30) // deleted only when its (dead) kubelet confirms
+	grace := int64(3) // deleted only when its (dead) kubelet confirms
 	spec.TerminationGracePeriodSeconds = &grace
 	labtest.CreateDeployment(t, ctx, l.cs, "repair-lab", "web", 1, map[string]string{"app": "web"}, spec)
 	orig := labtest.WaitForPods(t, ctx, l.cs, "repair-lab", metav1.ListOptions{LabelSelector: "app=web"}, 1, labtest.PodReady)[0].Name
 	o := options("repair-lab-provider")
 	o.StepTimeout = 6 * time.Second
-	o.DrainTimeout = 4 * time.Second
+	o.DrainTimeout = 2 * time.Minute // longer than labtest.WaitTimeout: waiting it out fails the test
+	o.DrainSkipWaitForDeleteTimeout = 1
 	since := time.Now()
 	l.start(o, repair.LabProvider{Client: l.cs, HealsAt: repair.Reimage})
 	labtest.PatchNode(t, ctx, l.cs, node4, fmt.Sprintf(`{"metadata":{"annotations":{%q:"false"}}}`, kubelet.AnnotationHeartbeat))
@@ -577,10 +585,12 @@ func TestLabProviderDeadKubelet(t *testing.T) {
 		return false
 	}, node4)
 	n := l.waitFor(node4+" repaired", phase(t, repair.PhaseSucceeded), node4)
-	if st := stateOf(t, n); st.Step != repair.Reimage || n.Spec.Unschedulable || !ready(n) {
+	st := stateOf(t, n)
+	if st.Step != repair.Reimage || n.Spec.Unschedulable || !ready(n) {
 		t.Errorf("want %s Ready and uncordoned after the reimage, got state %+v, unschedulable %v", node4, st, n.Spec.Unschedulable)
 	}
-	// The drain evicted the pod: its ReplicaSet made a replacement.
+	// The drain evicted the pod: its ReplicaSet made a replacement, and the
+	// original is still Terminating on the dead node (nothing confirmed it).
 	labtest.WaitFor(t, ctx, "a replacement of the evicted pod "+orig, func(ctx context.Context) (bool, error) {
 		pods, err := l.cs.CoreV1().Pods("repair-lab").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
 		return err == nil && slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool { return p.Name != orig }), err
@@ -589,6 +599,51 @@ func TestLabProviderDeadKubelet(t *testing.T) {
 	labtest.WaitFor(t, ctx, "the repair events on "+node4, func(context.Context) (bool, error) {
 		return slices.Equal(l.reasons(node4, since), want), nil
 	})
+	// The Operation shows the drain ended Succeeded well before its
+	// timeout, the evicted pod not waited for.
+	op := getOperation(t, l.cfg, st.Operation)
+	drainStep := findStep(op, "drain "+node4)
+	evictStep := findStep(op, "evict pod repair-lab/"+orig)
+	switch {
+	case drainStep == nil || evictStep == nil:
+		t.Fatalf("Operation %s: want steps %q and %q, got %+v", st.Operation, "drain "+node4, "evict pod repair-lab/"+orig, op.Status.Steps)
+	case drainStep.Phase != v1alpha1.PhaseSucceeded || drainStep.EndTime == nil:
+		t.Errorf("drain step: want Succeeded, got %+v", drainStep)
+	default:
+		if took := drainStep.EndTime.Sub(drainStep.StartTime.Time); took > 30*time.Second {
+			t.Errorf("drain of the dead node took %s (timeout %s): it waited for the terminating pod", took, o.DrainTimeout)
+		}
+		if evictStep.Message != drain.SkippedMessage(1) {
+			t.Errorf("evict step message: want %q, got %q", drain.SkippedMessage(1), evictStep.Message)
+		}
+	}
+}
+
+// getOperation reads one Operation record.
+func getOperation(t *testing.T, cfg *rest.Config, name string) v1alpha1.Operation {
+	t.Helper()
+	if name == "" {
+		t.Fatal("the repair state names no Operation")
+	}
+	u, err := dynamic.NewForConfigOrDie(cfg).Resource(v1alpha1.OperationGVR()).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get Operation %s: %v", name, err)
+	}
+	var op v1alpha1.Operation
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &op); err != nil {
+		t.Fatalf("decode Operation %s: %v", name, err)
+	}
+	return op
+}
+
+// findStep returns the last step of op named name, nil if none.
+func findStep(op v1alpha1.Operation, name string) *v1alpha1.OperationStep {
+	for i := len(op.Status.Steps) - 1; i >= 0; i-- {
+		if op.Status.Steps[i].Name == name {
+			return &op.Status.Steps[i]
+		}
+	}
+	return nil
 }
 
 func addTaint(t *testing.T, cs kubernetes.Interface, node, key string) {
