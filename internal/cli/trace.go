@@ -228,7 +228,7 @@ func localNodes(ctx context.Context, cs kubernetes.Interface) []string {
 		return nodes
 	}
 	for _, n := range list.Items {
-		if !slices.Contains(nodes, n.Name) {
+		if n.Labels[hostid.Label] == id && !slices.Contains(nodes, n.Name) {
 			nodes = append(nodes, n.Name)
 		}
 	}

@@ -37,7 +37,7 @@ func TestTraceRejectsBadFlags(t *testing.T) {
 		{[]string{"trace", "dns", "--ports", "0", "--no-k8s"}, "--ports: 0 is not a port"},
 		{[]string{"trace", "tcp", "-l", "a in (", "--no-k8s"}, `-l "a in ("`},
 		{[]string{"trace", "oomkill", "extra"}, "unknown command"},
-		{[]string{"trace", "tcp", "--node", "surely-not-this-host", "--no-k8s"}, "local tracing sees only its own node"},
+		{[]string{"trace", "tcp", "--node", "surely-not-this-host", "--no-k8s"}, "local tracing sees only the nodes hosted on this machine"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
