@@ -78,3 +78,20 @@ func (r *Recorder) Running(ctx context.Context, typ v1alpha1.OperationType, node
 	}
 	return names, nil
 }
+
+// OpenStep returns the newest step of the record not ended yet (after
+// Resume: the step that was open when the previous process stopped), nil
+// if every step ended. Ending it with Done records its outcome.
+func (rec *Record) OpenStep() *Step {
+	if rec == nil {
+		return nil
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for i := len(rec.op.Status.Steps) - 1; i >= 0; i-- {
+		if rec.op.Status.Steps[i].EndTime == nil {
+			return &Step{rec: rec, i: i}
+		}
+	}
+	return nil
+}

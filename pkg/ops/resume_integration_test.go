@@ -53,6 +53,10 @@ func TestIntegrationResume(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Resume(%s): %v", name, err)
 	}
+	resumed.OpenStep().Done(ctx, errors.New("not Ready after the reboot"), "")
+	if st := resumed.OpenStep(); st != nil {
+		t.Errorf("OpenStep after its Done: want nil, got %+v", st)
+	}
 	resumed.Step(ctx, "reimage "+node, "").Done(ctx, nil, "")
 	if err := resumed.Finish(ctx, nil, ""); err != nil {
 		t.Fatal(err)
@@ -70,7 +74,7 @@ func TestIntegrationResume(t *testing.T) {
 	for _, s := range op.Status.Steps {
 		steps = append(steps, s.Name+"="+string(s.Phase))
 	}
-	want := []string{"reboot " + node + "=Succeeded", "wait for Ready=Succeeded", "reimage " + node + "=Succeeded"}
+	want := []string{"reboot " + node + "=Succeeded", "wait for Ready=Failed", "reimage " + node + "=Succeeded"}
 	if op.Status.Phase != v1alpha1.PhaseSucceeded || op.Status.EndTime == nil || !slices.Equal(steps, want) || op.Spec.Initiator != "first" {
 		t.Errorf("resumed record: want Succeeded, ended, initiator first, steps %v; got %s (end %v), initiator %s, steps %v", want, op.Status.Phase, op.Status.EndTime, op.Spec.Initiator, steps)
 	}

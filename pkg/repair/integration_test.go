@@ -453,14 +453,20 @@ func TestRailsInFlightAndUnhealthy(t *testing.T) {
 
 // TestResumeAfterRestart stops the controller while it waits for Ready after
 // the reboot, and starts a new one: it goes on with the reimage without
-// rebooting again.
+// rebooting again, in the same Operation record, which ends Succeeded with
+// the steps from before and after the restart.
 func TestResumeAfterRestart(t *testing.T) {
 	l := newLab(t)
+	ctx := context.Background()
+	if err := ops.EnsureCRD(ctx, l.cfg); err != nil {
+		t.Fatalf("install the Operation CRD: %v", err)
+	}
+	since := time.Now().Truncate(time.Second)
 	o := options("repair-resume")
 	o.StepTimeout = 8 * time.Second
 	stop := l.start(o, l.exec())
 	l.breakNode(node3)
-	l.waitFor(node3+" waiting after the reboot", func(n *corev1.Node) bool {
+	n := l.waitFor(node3+" waiting after the reboot", func(n *corev1.Node) bool {
 		st := stateOf(t, n)
 		return st.Phase == repair.PhaseWaiting && st.Step == repair.Reboot
 	}, node3)
@@ -468,14 +474,53 @@ func TestResumeAfterRestart(t *testing.T) {
 	if got := l.recordedOn(node3); !slices.Equal(got, []string{"reboot"}) {
 		t.Fatalf("before the restart: want one reboot, got %v", got)
 	}
+	before := stateOf(t, n).Operation
+	if op := getOperation(t, l.cfg, before); op.Status.Phase != v1alpha1.PhaseRunning {
+		t.Fatalf("Operation %s before the restart: want Running, got %s", before, op.Status.Phase)
+	}
 	l.start(o, l.exec())
 	l.waitActions("reimage of "+node3+" by the second controller", func([]string) bool {
 		return slices.Contains(l.recordedOn(node3), "reimage")
 	})
 	l.heal(node3)
-	l.waitFor(node3+" repaired", phase(t, repair.PhaseSucceeded), node3)
+	n = l.waitFor(node3+" repaired", phase(t, repair.PhaseSucceeded), node3)
 	if got, want := l.recordedOn(node3), []string{"reboot", "reimage"}; !slices.Equal(got, want) {
 		t.Errorf("actions on %s across the restart: want %v, got %v", node3, want, got)
+	}
+	if after := stateOf(t, n).Operation; after != before {
+		t.Errorf("the repair state names Operation %s after the restart, want the one started before it, %s", after, before)
+	}
+
+	// Exactly one Operation for the attempt: the one started before the
+	// restart, continued by the second controller.
+	list, err := dynamic.NewForConfigOrDie(l.cfg).Resource(v1alpha1.OperationGVR()).List(ctx, metav1.ListOptions{LabelSelector: v1alpha1.LabelNode + "=" + node3})
+	if err != nil {
+		t.Fatalf("list Operations: %v", err)
+	}
+	var names []string
+	for _, u := range list.Items {
+		if !u.GetCreationTimestamp().Time.Before(since) {
+			names = append(names, u.GetName())
+		}
+	}
+	if len(names) != 1 || names[0] != before {
+		t.Fatalf("Operations of %s since the test began: want exactly [%s], got %v", node3, before, names)
+	}
+	op := getOperation(t, l.cfg, before)
+	var steps []string
+	for _, s := range op.Status.Steps {
+		if !strings.HasPrefix(s.Name, "evict pod ") {
+			steps = append(steps, s.Name+"="+string(s.Phase))
+		}
+	}
+	want := []string{
+		"reboot " + node3 + "=Failed", // opened before the restart, ended by the second controller
+		"drain " + node3 + "=Succeeded",
+		"cordon " + node3 + "=Succeeded",
+		"reimage " + node3 + "=Succeeded",
+	}
+	if op.Status.Phase != v1alpha1.PhaseSucceeded || !slices.Equal(steps, want) {
+		t.Errorf("Operation %s: want Succeeded with steps %v, got %s with %v", before, want, op.Status.Phase, steps)
 	}
 }
 

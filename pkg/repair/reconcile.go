@@ -163,12 +163,14 @@ func (r *Reconciler) advance(ctx context.Context, node *corev1.Node, st State, n
 		return r.startStep(ctx, node, st, Reboot)
 	case PhaseDraining:
 		r.claim(node.Name, 0, st)
+		st = r.resumeOperation(ctx, node, st)
 		return r.startStep(ctx, node, st, st.Step)
 	case PhaseActing:
 		// A controller stopped during the provider call: the action may
 		// or may not have happened. It is not repeated (a second reimage
 		// is worse than a lost one); the step waits for Ready as if done.
 		r.claim(node.Name, 0, st)
+		st = r.resumeOperation(ctx, node, st)
 		st.Phase, st.StepStart = PhaseWaiting, now
 		st.Message = fmt.Sprintf("controller restarted during the %s; not repeated", st.Step)
 		r.Log.Warn("resumed a step interrupted during its action; not repeating it", "node", node.Name, "step", st.Step)
@@ -178,6 +180,12 @@ func (r *Reconciler) advance(ctx context.Context, node *corev1.Node, st State, n
 		return ctrl.Result{RequeueAfter: min(r.Options.StepTimeout, r.Options.PollInterval)}, nil
 	case PhaseWaiting:
 		r.claim(node.Name, 0, st)
+		if resumed := r.resumeOperation(ctx, node, st); resumed.Operation != st.Operation {
+			st = resumed
+			if err := r.save(ctx, node, st); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
 		left := st.StepStart.Add(r.Options.StepTimeout).Sub(now)
 		if left > 0 {
 			return ctrl.Result{RequeueAfter: min(left, r.Options.PollInterval)}, nil
@@ -187,6 +195,15 @@ func (r *Reconciler) advance(ctx context.Context, node *corev1.Node, st State, n
 		return r.escalate(ctx, node, st, now, err.Error())
 	}
 	return ctrl.Result{}, fmt.Errorf("node %s: unknown repair phase %q", node.Name, st.Phase)
+}
+
+// resumeOperation makes the Operation record named in the state the node's
+// open record (after a controller restart; a no-op when it is open
+// already) and returns the state naming the record open now: the same, or
+// a new one when the old could not be continued. The caller saves it.
+func (r *Reconciler) resumeOperation(ctx context.Context, node *corev1.Node, st State) State {
+	st.Operation = r.ops().Resume(ctx, node.Name, st.Operation)
+	return st
 }
 
 // newAttempt starts attempt st.Attempt+1 (1 after a finished sequence),
@@ -332,6 +349,7 @@ func (r *Reconciler) recovered(ctx context.Context, node *corev1.Node, st State,
 		msg += "; uncordoned"
 	}
 	if inFlight {
+		st = r.resumeOperation(ctx, node, st)
 		r.metrics.succeeded.WithLabelValues(string(st.Step)).Inc()
 		r.event(node, corev1.EventTypeNormal, st.Step.reason("End"), "%s", msg)
 		r.ops().StepDone(ctx, node.Name, nil, msg)
