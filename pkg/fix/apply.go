@@ -114,12 +114,12 @@ func (a *Applier) Apply(ctx context.Context, c Candidate, o Options) (*Result, e
 		res.DiffNote = "cannot read the object: " + oneLine(err)
 	}
 	after, dryErr := a.patch(ctx, act, true)
-	res.DryRun = outcome(dryErr)
+	res.DryRun = outcome(dryErr, act, before)
 	if dryErr == nil && before != nil {
 		res.Diff = Diff(before.Object, after.Object)
 	}
 	if o.DryRunOnly {
-		return res, a.fail(res, refusal(dryErr))
+		return res, a.fail(res, refused(dryErr, act, before))
 	}
 	confirmed := false
 	if dryErr == nil && o.Confirm != nil {
@@ -151,12 +151,15 @@ func (a *Applier) Apply(ctx context.Context, c Candidate, o Options) (*Result, e
 	if confirmed {
 		// Time passed at the prompt: the recorded verification is the one
 		// just before the apply.
+		if now, _, err := a.get(ctx, act); err == nil {
+			before = now
+		}
 		_, dryErr = a.patch(ctx, act, true)
-		res.DryRun = outcome(dryErr)
+		res.DryRun = outcome(dryErr, act, before)
 	}
 	if dryErr != nil {
 		step.Done(ctx, dryErr, "refused: "+res.DryRun.Reason)
-		err := refusal(dryErr)
+		err := refused(dryErr, act, before)
 		return res, rec.Finish(ctx, a.fail(res, err), hintRefused(c, err))
 	}
 	step.Done(ctx, nil, "passed")
@@ -231,7 +234,11 @@ func hintRefused(c Candidate, err error) string {
 }
 
 // refusal turns a failed dry run into a *RefusedError (nil stays nil).
-func refusal(err error) error {
+// The API server answers a failed JSON patch "test" operation with a bare
+// 422 ("the server rejected our request due to an error in our request"),
+// so the test operations are checked against the object as read before
+// (before may be nil) to say which value changed.
+func refusal(err error, act *findings.Action, before *unstructured.Unstructured) *RefusedError {
 	if err == nil {
 		return nil
 	}
@@ -239,19 +246,27 @@ func refusal(err error) error {
 	if apierrors.IsForbidden(err) {
 		reason = "forbidden (RBAC): " + reason
 	}
-	// The API server reports a failed JSON patch "test" operation as
-	// "the server rejected our request due to an error in our request"
-	// with "testing value ... failed" in the details.
-	stale := strings.Contains(reason, "testing value") || strings.Contains(reason, "test operation")
-	return &RefusedError{Reason: reason, Stale: stale}
+	if apierrors.IsInvalid(err) && before != nil {
+		if changed := failedTests(act, before.Object); len(changed) > 0 {
+			return &RefusedError{Reason: strings.Join(changed, "; "), Stale: true}
+		}
+	}
+	return &RefusedError{Reason: reason}
 }
 
-func outcome(err error) findings.DryRun {
-	if err == nil {
+// refused is refusal as an error, nil when there is none.
+func refused(err error, act *findings.Action, before *unstructured.Unstructured) error {
+	if r := refusal(err, act, before); r != nil {
+		return r
+	}
+	return nil
+}
+
+func outcome(err error, act *findings.Action, before *unstructured.Unstructured) findings.DryRun {
+	r := refusal(err, act, before)
+	if r == nil {
 		return findings.DryRun{Status: findings.DryRunPassed}
 	}
-	var r *RefusedError
-	errors.As(refusal(err), &r)
 	return findings.DryRun{Status: findings.DryRunFailed, Reason: r.Reason}
 }
 
