@@ -82,6 +82,23 @@ func runFix(cmd *cobra.Command, g *Globals, f *fixFlags, args []string) error {
 	if !f.drainMode && (f.drain.selector != "" || f.pod != "") {
 		return errors.New("--selector and --pod select a drain blocker: add --drain")
 	}
+	if f.drainMode && f.pod != "" && !strings.Contains(f.pod, "/") {
+		return fmt.Errorf("--pod %q: want namespace/name", f.pod)
+	}
+	if !f.drainMode {
+		if len(args) < 1 || len(args) > 2 {
+			return errors.New("give a check ID and optionally its object, e.g. kdiag fix service-target-port-mismatch service/shop/order-service (or --drain)")
+		}
+		if err := checkIDs(args[:1]); err != nil {
+			return err
+		}
+	} else if err := drainTargets(&f.drain, args); err != nil {
+		return err
+	}
+	ask := !f.yes && f.dryRun == "none"
+	if in, ok := g.Streams.In.(*os.File); ask && (!ok || !term.IsTerminal(int(in.Fd()))) {
+		return errors.New("refusing to apply without confirmation: stdin is not a terminal; pass --yes (or --dry-run=server to only verify)")
+	}
 	ctx := cmd.Context()
 	cfg, err := g.ConfigFlags.ToRESTConfig()
 	if err != nil {
@@ -90,21 +107,12 @@ func runFix(cmd *cobra.Command, g *Globals, f *fixFlags, args []string) error {
 	q := fix.Query{Number: f.remediation}
 	var problems []fix.Problem
 	if f.drainMode {
-		if err := drainTargets(&f.drain, args); err != nil {
-			return err
-		}
 		q.Object, q.Hint = f.pod, "kdiag fix --drain "+drainArgs(&f.drain, args)
-		if q.Object != "" && !strings.Contains(q.Object, "/") {
-			return fmt.Errorf("--pod %q: want namespace/name", q.Object)
-		}
 		if q.Object != "" {
 			q.Object = "pod/" + q.Object
 		}
 		problems, err = fix.FromDrain(ctx, cfg, fix.DrainQuery{Nodes: args, Selector: f.drain.selector, Options: f.drain.options(), Source: contextName(g)})
 	} else {
-		if len(args) < 1 || len(args) > 2 {
-			return errors.New("give a check ID and optionally its object, e.g. kdiag fix service-target-port-mismatch service/shop/order-service (or --drain)")
-		}
 		ns := ""
 		if fl := cmd.Flags().Lookup("namespace"); fl != nil && fl.Changed {
 			ns = *g.ConfigFlags.Namespace
@@ -139,10 +147,7 @@ func runFix(cmd *cobra.Command, g *Globals, f *fixFlags, args []string) error {
 		opts.Wait = f.waitTimeout
 	}
 	planShown := false
-	if !f.yes && !opts.DryRunOnly {
-		if in, ok := g.Streams.In.(*os.File); !ok || !term.IsTerminal(int(in.Fd())) {
-			return errors.New("refusing to apply without confirmation: stdin is not a terminal; pass --yes (or --dry-run=server to only verify)")
-		}
+	if ask {
 		opts.Confirm = func(_ context.Context, plan *fix.Result) (bool, error) {
 			w := g.Streams.Out
 			if f.output != "text" {

@@ -367,4 +367,3 @@ func TestIntegrationFixDrainBlocker(t *testing.T) {
 		t.Errorf("operation %+v / %+v: want a Succeeded Fix of the Deployment from drain check", op.Spec, op.Status)
 	}
 }
-
