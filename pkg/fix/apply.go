@@ -24,7 +24,7 @@ import (
 const FieldManager = "kdiag"
 
 // ErrCancelled is returned when the user declined the confirmation.
-var ErrCancelled = errors.New("fix not applied: cancelled at the confirmation prompt")
+var ErrCancelled = errors.New("cancelled at the confirmation prompt; nothing was changed")
 
 // RefusedError says that the API server refused the fix's dry run at apply
 // time, so the fix was not applied.
@@ -82,7 +82,14 @@ type RecheckResult struct {
 
 // Result is what Apply did.
 type Result struct {
-	Candidate
+	// Source, Check, Title and Object say which problem the fix is for.
+	Source string             `json:"source"`
+	Check  string             `json:"check"`
+	Title  string             `json:"title"`
+	Object findings.ObjectRef `json:"object"`
+	// Number is the fix's --remediation number; Fix is the fix.
+	Number int                  `json:"number"`
+	Fix    findings.Remediation `json:"fix"`
 	// Target names the patched object as kind/namespace/name.
 	Target string `json:"target"`
 	// Diff lists the fields the server said would change; DiffNote says
@@ -107,7 +114,7 @@ func (a *Applier) Apply(ctx context.Context, c Candidate, o Options) (*Result, e
 	if act == nil {
 		return nil, fmt.Errorf("%s: not a mutating fix", c.Fix.Command)
 	}
-	res := &Result{Candidate: c, Diff: []Change{}}
+	res := &Result{Source: c.Source, Check: c.Check, Title: c.Title, Object: c.Object, Number: c.Number, Fix: c.Fix, Diff: []Change{}}
 	before, kind, err := a.get(ctx, act)
 	res.Target = targetName(kind, act)
 	if err != nil {
@@ -208,10 +215,14 @@ func recheck(ctx context.Context, c Candidate, o Options) *RecheckResult {
 		return err == nil && !present, nil
 	})
 	took := time.Since(start).Round(time.Second)
-	if err == nil {
-		return &RecheckResult{Gone: true, After: took.String(), Message: fmt.Sprintf("%s no longer reports %s", c.Check, c.Object)}
+	what := c.Check + " on " + c.Object.String()
+	if c.Source == SourceDrain {
+		what = "the drain blocker pod " + c.Object.Namespace + "/" + c.Object.Name + " (" + c.Check + ")"
 	}
-	msg := fmt.Sprintf("%s still reports %s after %s", c.Check, c.Object, took)
+	if err == nil {
+		return &RecheckResult{Gone: true, After: took.String(), Message: fmt.Sprintf("%s rerun: %s is gone (after %s)", c.Source, what, took)}
+	}
+	msg := fmt.Sprintf("%s rerun: %s is still reported after %s", c.Source, what, took)
 	if lastErr != nil {
 		msg = fmt.Sprintf("could not rerun %s within %s: %s", c.Source, took, oneLine(lastErr))
 	}
@@ -219,10 +230,11 @@ func recheck(ctx context.Context, c Candidate, o Options) *RecheckResult {
 }
 
 func hintDone(c Candidate) string {
+	h := "applied `" + c.Fix.Command + "`; if Helm or GitOps manages the object, change it there too or the next sync reverts it"
 	if c.Source == SourceDrain {
-		return "fixed a drain blocker (" + c.Check + ", pod " + c.Object.Namespace + "/" + c.Object.Name + "): check the drain again with kdiag drain check"
+		h += "; check the drain again with kdiag drain check"
 	}
-	return "fixed " + c.Check + ": " + c.Title + "; if Helm or GitOps manages the object, change it there too"
+	return h
 }
 
 func hintRefused(c Candidate, err error) string {

@@ -169,7 +169,7 @@ func TestIntegrationFixTargetPort(t *testing.T) {
 	if op.Spec.Type != v1alpha1.TypeFix || op.Status.Phase != v1alpha1.PhaseSucceeded ||
 		stepPhases(op) != "dry-run=Succeeded,apply=Succeeded,recheck=Succeeded" ||
 		op.Spec.Target.Name != "service/"+ns+"/order-service" || op.Spec.Target.Object == nil || op.Spec.Target.Object.Kind != "Service" ||
-		!strings.Contains(op.Spec.Reason, targetPortCheck) || !strings.Contains(op.Status.Hint, targetPortCheck) {
+		!strings.Contains(op.Spec.Reason, targetPortCheck) || !strings.Contains(op.Spec.Reason, c.Title) || !strings.Contains(op.Status.Hint, "kubectl patch service order-service") {
 		t.Errorf("operation = %+v / %+v, want Fix Succeeded on service/%s/order-service with 3 steps and the check ID", op.Spec, op.Status, ns)
 	}
 	var table bytes.Buffer

@@ -61,11 +61,11 @@ func WriteOutcome(w io.Writer, r *Result) error {
 		fmt.Fprintf(&b, "Recorded:  operation %s (kdiag ops show %s)\n", r.Operation, r.Operation)
 	}
 	if c := r.Recheck; c != nil {
-		state := "gone"
+		prefix := ""
 		if !c.Gone {
-			state = "STILL REPORTED"
+			prefix = "FAILED: "
 		}
-		fmt.Fprintf(&b, "Recheck:   %s: %s\n", state, c.Message)
+		fmt.Fprintf(&b, "Recheck:   %s%s\n", prefix, c.Message)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
