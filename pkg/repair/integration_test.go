@@ -2,6 +2,7 @@ package repair_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -521,6 +522,49 @@ func TestResumeAfterRestart(t *testing.T) {
 	}
 	if op.Status.Phase != v1alpha1.PhaseSucceeded || !slices.Equal(steps, want) {
 		t.Errorf("Operation %s: want Succeeded with steps %v, got %s with %v", before, want, op.Status.Phase, steps)
+	}
+}
+
+// TestRecordLeftRunningEnds: the repair state names a previous attempt
+// whose record was never finished (its controller stopped before it could
+// write the end); the next attempt ends that record Failed with an error
+// saying so, and records itself in a new one.
+func TestRecordLeftRunningEnds(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	if err := ops.EnsureCRD(ctx, l.cfg); err != nil {
+		t.Fatalf("install the Operation CRD: %v", err)
+	}
+	r, err := ops.NewRecorder(l.cfg, ops.RecorderOptions{Initiator: "a controller that died"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := r.Start(ctx, v1alpha1.Operation{Spec: v1alpha1.OperationSpec{Type: v1alpha1.TypeRepair, Target: v1alpha1.OperationTarget{Nodes: []string{node2}}}})
+	if err != nil || !old.Persisted() {
+		t.Fatalf("start the stale record: %v", err)
+	}
+	name := old.Operation().Name
+	stale := repair.State{Attempt: 1, Phase: repair.PhaseBackoff, NotBefore: time.Now().Add(-time.Minute), Operation: name, Message: "node not Ready after the redeploy"}
+	raw, err := json.Marshal(stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labtest.PatchNode(t, ctx, l.cs, node2, fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, repair.AnnotationState, raw))
+	l.start(options("repair-stale-record"), l.exec())
+	l.breakNode(node2)
+	l.waitActions("reboot of "+node2+" in attempt 2", func([]string) bool { return slices.Contains(l.recordedOn(node2), "reboot") })
+	l.heal(node2)
+	n := l.waitFor(node2+" repaired", phase(t, repair.PhaseSucceeded), node2)
+	st := stateOf(t, n)
+	if st.Attempt != 2 || st.Operation == name || st.Operation == "" {
+		t.Errorf("want attempt 2 recorded in a new Operation, got state %+v", st)
+	}
+	op := getOperation(t, l.cfg, name)
+	if op.Status.Phase != v1alpha1.PhaseFailed || !strings.Contains(op.Status.Error, "its record was not finished") || op.Status.EndTime == nil {
+		t.Errorf("the stale record %s: want Failed with an error saying it was not finished, got %s: %q", name, op.Status.Phase, op.Status.Error)
+	}
+	if op := getOperation(t, l.cfg, st.Operation); op.Status.Phase != v1alpha1.PhaseSucceeded {
+		t.Errorf("attempt 2's record %s: want Succeeded, got %s", st.Operation, op.Status.Phase)
 	}
 }
 

@@ -27,10 +27,16 @@ type OperationRecorder interface {
 	// Resume makes the stored record name (from the node's repair state)
 	// the node's open record again after a controller restart, and returns
 	// the name of the record open now: name, or a new record's when name
-	// could not be continued. Other records of the node still Running are
-	// marked Failed, so that none stays Running forever. It does nothing
-	// when the node already has an open record.
+	// could not be continued (gone, ended, unreadable; the new record's
+	// reason says why). It does nothing when the node already has an open
+	// record.
 	Resume(ctx context.Context, node, name string) string
+	// Abandon ends the stored record name Failed with cause when it is
+	// still Running and is not the node's open record: an attempt that
+	// ended without its record being finished (a controller restarted in
+	// between, or the final write failed), so that none stays Running
+	// forever.
+	Abandon(ctx context.Context, node, name string, cause error)
 	// Step opens a step of the node's operation.
 	Step(ctx context.Context, node, name, message string)
 	// StepDone ends the newest open step: Succeeded when err is nil.
@@ -56,6 +62,7 @@ type noOps struct{}
 
 func (noOps) Start(context.Context, string, string) string    { return "" }
 func (noOps) Resume(_ context.Context, _, name string) string { return name }
+func (noOps) Abandon(context.Context, string, string, error)  {}
 func (noOps) Step(context.Context, string, string, string)    {}
 func (noOps) StepDone(context.Context, string, error, string) {}
 func (noOps) Finish(context.Context, string, error, string)   {}
@@ -64,7 +71,8 @@ func (noOps) NodeGone(context.Context, string)                {}
 // opsRecorder records through pkg/ops. It keeps each node's open record in
 // memory; a controller restarted mid-attempt reopens the record named in
 // the node's repair state (Resume), or, when it cannot be continued, opens
-// a new one whose reason says why and marks the old one Failed.
+// a new one whose reason says why. It needs only get, create and update on
+// operations (deploy/repair/rbac.yaml), no list.
 type opsRecorder struct {
 	rec *ops.Recorder
 	log *slog.Logger
@@ -120,11 +128,7 @@ func (o *opsRecorder) Start(ctx context.Context, node, reason string) string {
 	if prev := o.open[node]; prev != nil {
 		// Ended elsewhere (the node was deleted by a redeploy).
 		prev.Finish(ctx, nil, "")
-		return o.startLocked(ctx, node, reason)
 	}
-	// The first record of the node in this process: a record a previous
-	// controller left Running (its state was lost) is ended first.
-	o.abandonLocked(ctx, node, "", errors.New("abandoned: the repair controller restarted and the node's repair state no longer named this record; a new attempt started"), "")
 	return o.startLocked(ctx, node, reason)
 }
 
@@ -142,7 +146,6 @@ func (o *opsRecorder) Resume(ctx context.Context, node, name string) string {
 			delete(o.steps, node)
 		}
 		o.log.Info("repair operation continued after a controller restart", "node", node, "operation", name)
-		o.abandonLocked(ctx, node, name, fmt.Errorf("abandoned: the repair controller restarted and continued operation %s for this node", name), "")
 		return name
 	}
 	reason := "continues a repair attempt started before the controller restarted"
@@ -150,37 +153,24 @@ func (o *opsRecorder) Resume(ctx context.Context, node, name string) string {
 		reason += fmt.Sprintf("; its record %s could not be continued: %v", name, err)
 		o.log.Warn("repair operation could not be continued after a controller restart; recording the rest of the attempt in a new one", "node", node, "operation", name, "error", err)
 	}
-	started := o.startLocked(ctx, node, reason)
-	o.abandonLocked(ctx, node, started, fmt.Errorf("abandoned: the repair controller restarted and could not continue this record (%v); the attempt goes on in operation %s", err, started),
-		"the controller was restarted mid-attempt: see the newer Repair operation of the node")
-	return started
+	return o.startLocked(ctx, node, reason)
 }
 
-// abandonLocked ends with cause every stored Repair record of the node
-// still Running except keep and the open one: nobody will continue them.
-// A nil-error cause ends them Succeeded (the node was deleted).
-func (o *opsRecorder) abandonLocked(ctx context.Context, node, keep string, cause error, hint string) {
-	names, err := o.rec.Running(ctx, v1alpha1.TypeRepair, node)
-	if err != nil {
-		o.log.Warn("look for repair operations left Running", "node", node, "error", err)
+func (o *opsRecorder) Abandon(ctx context.Context, node, name string, cause error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if name == "" || (o.open[node] != nil && o.open[node].Operation().Name == name) {
 		return
 	}
-	open := ""
-	if rec := o.open[node]; rec != nil {
-		open = rec.Operation().Name
-	}
-	for _, n := range names {
-		if n == keep || n == open {
-			continue
+	rec, err := o.rec.Resume(ctx, name)
+	if err != nil {
+		if !errors.Is(err, ops.ErrNotResumable) {
+			o.log.Warn("end a repair operation left Running", "node", node, "operation", name, "error", err)
 		}
-		rec, err := o.rec.Resume(ctx, n)
-		if err != nil {
-			o.log.Warn("end a repair operation left Running", "node", node, "operation", n, "error", err)
-			continue
-		}
-		_ = rec.Finish(ctx, cause, hint)
-		o.log.Info("repair operation left Running by a previous controller ended", "node", node, "operation", n, "as", cause)
+		return // gone or ended: nothing stays Running
 	}
+	_ = rec.Finish(ctx, cause, "the repair controller was restarted or could not write this record when the attempt ended: see the node's newer Repair operations")
+	o.log.Info("repair operation left Running ended", "node", node, "operation", name, "error", cause)
 }
 
 func (o *opsRecorder) startLocked(ctx context.Context, node, reason string) string {
@@ -247,9 +237,6 @@ func (o *opsRecorder) NodeGone(ctx context.Context, node string) {
 	defer o.mu.Unlock()
 	rec := o.open[node]
 	if rec == nil {
-		// Deleted while no controller ran: a record left Running by the
-		// previous one ends with the node.
-		o.abandonLocked(ctx, node, "", nil, "")
 		return
 	}
 	if st := o.steps[node]; st != nil {

@@ -206,9 +206,22 @@ func (r *Reconciler) resumeOperation(ctx context.Context, node *corev1.Node, st 
 	return st
 }
 
+// nextAttempt is the number of the attempt newAttempt starts after st.
+func nextAttempt(st State) int {
+	if st.Phase != PhaseBackoff {
+		return 1
+	}
+	return st.Attempt + 1
+}
+
 // newAttempt starts attempt st.Attempt+1 (1 after a finished sequence),
 // with its own Operation record.
 func (r *Reconciler) newAttempt(ctx context.Context, node *corev1.Node, st State, now time.Time) State {
+	if st.Operation != "" {
+		// The previous attempt's record was finished when it ended, unless
+		// the controller stopped in between or the write failed.
+		r.ops().Abandon(ctx, node.Name, st.Operation, fmt.Errorf("repair attempt %d ended (%s: %s) but its record was not finished; ended when attempt %d started", st.Attempt, st.Phase, st.Message, nextAttempt(st)))
+	}
 	if st.Phase != PhaseBackoff {
 		st.Attempt = 0
 	}

@@ -84,9 +84,14 @@ func (f *fakeOps) Start(_ context.Context, node, _ string) string {
 	f.calls = append(f.calls, "start "+node)
 	return "repair-" + node + "-x"
 }
+
 // Resume records nothing: the state machine calls it on every look at a
 // node in flight; the lab tests check what it does.
 func (f *fakeOps) Resume(_ context.Context, _, name string) string { return name }
+
+func (f *fakeOps) Abandon(_ context.Context, node, name string, _ error) {
+	f.calls = append(f.calls, "abandon "+node+" "+name)
+}
 
 func (f *fakeOps) Step(_ context.Context, node, name, _ string) {
 	f.calls = append(f.calls, "step "+node+" "+name)
@@ -247,7 +252,9 @@ func TestEscalationRetriesAndRecovery(t *testing.T) {
 	wantOps := []string{
 		"start n1", "step n1 reboot n1", "done n1 failed", "step n1 drain n1", "done n1 ok", "step n1 reimage n1", "done n1 failed",
 		"step n1 drain n1", "done n1 ok", "step n1 redeploy n1", "done n1 failed", "finish n1 failed",
-		"start n1", "step n1 reboot n1", "done n1 ok", "finish n1 ok",
+		// The second attempt makes sure the first's record is not left
+		// Running (the real recorder finds it Failed and does nothing).
+		"abandon n1 repair-n1-x", "start n1", "step n1 reboot n1", "done n1 ok", "finish n1 ok",
 	}
 	if got := h.ops.calls; !slices.Equal(got, wantOps) {
 		t.Errorf("operation records:\nwant %v\ngot  %v", wantOps, got)
