@@ -215,14 +215,15 @@ func recheck(ctx context.Context, c Candidate, o Options) *RecheckResult {
 		return err == nil && !present, nil
 	})
 	took := time.Since(start).Round(time.Second)
-	what := c.Check + " on " + c.Object.String()
+	gone, still := "no longer reports "+c.Check+" on "+c.Object.String(), "still reports "+c.Check+" on "+c.Object.String()
 	if c.Source == SourceDrain {
-		what = "the drain blocker pod " + c.Object.Namespace + "/" + c.Object.Name + " (" + c.Check + ")"
+		pod := c.Object.Namespace + "/" + c.Object.Name
+		gone, still = "no longer stalls on pod "+pod, "still stalls on pod "+pod
 	}
 	if err == nil {
-		return &RecheckResult{Gone: true, After: took.String(), Message: fmt.Sprintf("%s rerun: %s is gone (after %s)", c.Source, what, took)}
+		return &RecheckResult{Gone: true, After: took.String(), Message: fmt.Sprintf("%s %s (after %s)", c.Source, gone, took)}
 	}
-	msg := fmt.Sprintf("%s rerun: %s is still reported after %s", c.Source, what, took)
+	msg := fmt.Sprintf("%s %s after %s", c.Source, still, took)
 	if lastErr != nil {
 		msg = fmt.Sprintf("could not rerun %s within %s: %s", c.Source, took, oneLine(lastErr))
 	}

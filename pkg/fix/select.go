@@ -98,7 +98,11 @@ func Select(problems []Problem, q Query) (Candidate, error) {
 	}
 	if len(matched) == 0 {
 		if len(problems) == 0 {
-			return Candidate{}, fmt.Errorf("nothing to fix: the check reports no problem now")
+			where := ""
+			if q.Namespace != "" {
+				where = " in namespace " + q.Namespace
+			}
+			return Candidate{}, fmt.Errorf("nothing to fix: the check reports no problem%s now", where)
 		}
 		var objs []string
 		for _, p := range problems {
@@ -141,9 +145,17 @@ func choices(p Problem, hint string) []string {
 	var out []string
 	for i, r := range p.Mutating() {
 		cmd := fmt.Sprintf("%s %s --remediation %d", hint, objectArg(p), i+1)
-		out = append(out, fmt.Sprintf("%s    # %s: %s", strings.TrimSpace(cmd), r.Description, r.Command))
+		out = append(out, fmt.Sprintf("%s\n      %s\n      $ %s", strings.TrimSpace(cmd), firstSentence(r.Description), r.Command))
 	}
 	return out
+}
+
+// firstSentence shortens a fix's description for a listing.
+func firstSentence(s string) string {
+	if i := strings.Index(s, ". "); i > 0 {
+		return s[:i+1]
+	}
+	return s
 }
 
 // objectArg is how a command line names p's object: a doctor finding's
