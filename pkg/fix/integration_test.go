@@ -265,6 +265,7 @@ func TestIntegrationFixForbidden(t *testing.T) {
 			if !errors.As(err, &refused) || refused.Stale || !strings.Contains(err.Error(), "forbidden") {
 				t.Fatalf("err = %v, want a *RefusedError with the server's forbidden reason", err)
 			}
+			t.Logf("refused as expected: %v", err)
 			if res.Applied {
 				t.Error("applied despite the refusal")
 			}
