@@ -115,6 +115,8 @@ func (a *Applier) Apply(ctx context.Context, c Candidate, o Options) (*Result, e
 		return nil, fmt.Errorf("%s: not a mutating fix", c.Fix.Command)
 	}
 	res := &Result{Source: c.Source, Check: c.Check, Title: c.Title, Object: c.Object, Number: c.Number, Fix: c.Fix, Diff: []Change{}}
+	// The dry run that counts is this one (Result.DryRun), not the report's.
+	res.Fix.DryRun = nil
 	before, kind, err := a.get(ctx, act)
 	res.Target = targetName(kind, act)
 	if err != nil {
