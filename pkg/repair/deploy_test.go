@@ -1,12 +1,10 @@
 package repair_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -17,9 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kdiag/kdiag/pkg/apis/kdiag/v1alpha1"
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
@@ -31,28 +27,7 @@ import (
 // deploy/repair.
 func manifests(t *testing.T, name string) []*unstructured.Unstructured {
 	t.Helper()
-	b, err := os.ReadFile("../../deploy/repair/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*unstructured.Unstructured
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
-	for {
-		doc, err := r.Read()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(doc, &u.Object); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
-	}
+	return labtest.Manifests(t, "../../deploy/repair/"+name)
 }
 
 var resources = map[string]schema.GroupVersionResource{
