@@ -384,6 +384,12 @@ func TestIntegrationSkipWaitForDelete(t *testing.T) {
 	node := np2[0]
 	labtest.CreateNamespace(t, ctx, cs, ns)
 	defer uncordon(t, cs, []string{node})
+	// The drain takes every pod of the node: wait until the pods of the
+	// tests before (their namespaces are being deleted) are gone.
+	labtest.WaitFor(t, ctx, "no pods of other tests on "+node, func(ctx context.Context) (bool, error) {
+		pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+		return err == nil && len(pods.Items) == 0, err
+	})
 	spec := labtest.PauseSpec()
 	spec.NodeName = node
 	grace := int64(1)
