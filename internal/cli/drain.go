@@ -88,6 +88,10 @@ Every run is recorded as an Operation (kdiag.io/v1alpha1) with its steps, error 
 hint: see "kdiag ops last --node NODE". Without the Operation CRD, or without the right
 to write it, the drain still runs and prints one warning.
 
+On a node whose kubelet is dead, evicted pods stay Terminating forever: with
+--skip-wait-for-delete-timeout=N (as kubectl drain) a pod whose DeletionTimestamp is older
+than N seconds is not waited for.
+
 Exit codes: 0 drained, 2 timed out on a blocker, 1 error.`,
 		Example: `  kdiag drain run aks-np1-12345-vmss000000 --ignore-daemonsets
   kdiag drain run --selector agentpool=np1 --ignore-daemonsets --timeout 10m`,

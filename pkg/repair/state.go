@@ -105,7 +105,9 @@ type State struct {
 	Repairs int `json:"repairs,omitempty"`
 	// LastEnd is when the last sequence ended.
 	LastEnd time.Time `json:"lastEnd,omitzero"`
-	// Operation names the Operation record of the sequence, if any.
+	// Operation names the Operation record of the current attempt, if
+	// any: a restarted controller continues it (ops.Recorder.Resume), and
+	// the next attempt ends it if it was left Running.
 	Operation string `json:"operation,omitempty"`
 	// Message says why the last step ended as it did.
 	Message string `json:"message,omitempty"`
