@@ -568,6 +568,34 @@ func TestRecordLeftRunningEnds(t *testing.T) {
 	}
 }
 
+// TestMissingRecordStartsNew: after a restart the state names a record
+// that is gone; the controller records the rest of the attempt in a new
+// record whose reason says why, and ends it (here the node is Ready again).
+func TestMissingRecordStartsNew(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	if err := ops.EnsureCRD(ctx, l.cfg); err != nil {
+		t.Fatalf("install the Operation CRD: %v", err)
+	}
+	const gone = "repair-lab-node-1-gone"
+	st := repair.State{Attempt: 1, Step: repair.Reboot, Phase: repair.PhaseWaiting, SequenceStart: time.Now(), StepStart: time.Now(), Done: []string{"1/reboot"}, Operation: gone}
+	raw, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labtest.PatchNode(t, ctx, l.cs, node1, fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, repair.AnnotationState, raw))
+	l.start(options("repair-missing-record"), l.exec())
+	n := l.waitFor(node1+" repaired", phase(t, repair.PhaseSucceeded), node1)
+	name := stateOf(t, n).Operation
+	if name == gone || name == "" {
+		t.Fatalf("want the state to name a new record, got %q", name)
+	}
+	op := getOperation(t, l.cfg, name)
+	if op.Status.Phase != v1alpha1.PhaseSucceeded || !strings.Contains(op.Spec.Reason, "its record "+gone+" could not be continued") || !strings.Contains(op.Spec.Reason, "not found") {
+		t.Errorf("new record %s: want Succeeded with a reason naming %s as not found, got %s: %q", name, gone, op.Status.Phase, op.Spec.Reason)
+	}
+}
+
 // TestSkipAndPause: unhealthy nodes with a skip taint, the skip annotation
 // or a foreign cordon are left alone; --paused and the Lease annotation
 // stop everything.
