@@ -435,14 +435,18 @@ func TestRailsInFlightAndUnhealthy(t *testing.T) {
 	labtest.WaitFor(t, context.Background(), "kdiag_repair_halted 1", func(context.Context) (bool, error) {
 		return gauge(t, "kdiag_repair_halted") == 1, nil
 	})
-	l.quiet(4*time.Second, "max-unhealthy 2 with 3 unhealthy: no action", func() bool { return len(l.recorded()) == n })
-	var halted bool
-	for _, node := range []string{node2, node3, node4} {
-		halted = halted || slices.Contains(l.reasons(node, since), repair.ReasonHalted)
-	}
-	if !halted {
-		t.Errorf("no %s event on the unhealthy nodes", repair.ReasonHalted)
-	}
+	// The rail counts nodes from the moment they turn NotReady, so the
+	// halt comes before any of them passes --unhealthy-after, and no node
+	// is acted on when they do; each says why in an event once it is due.
+	l.quiet(8*time.Second, "max-unhealthy 2 with 3 not Ready: no action, also past --unhealthy-after", func() bool { return len(l.recorded()) == n })
+	labtest.WaitFor(t, context.Background(), repair.ReasonHalted+" event on the unhealthy nodes", func(context.Context) (bool, error) {
+		for _, node := range []string{node2, node3, node4} {
+			if slices.Contains(l.reasons(node, since), repair.ReasonHalted) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 	l.heal(node4)
 	l.waitActions("repairs once only 2 nodes are unhealthy", func([]string) bool {
 		return len(l.recordedOn(node2)) > 0 && len(l.recordedOn(node3)) > 0

@@ -126,10 +126,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.Log.Info("paused; node left alone", "node", node.Name)
 		return ctrl.Result{RequeueAfter: r.Options.PollInterval}, nil
 	}
-	if limit := maxUnhealthyOf(r.Options.MaxUnhealthy, fleet.total); fleet.unhealthy > limit {
+	if limit := maxUnhealthyOf(r.Options.MaxUnhealthy, fleet.total); fleet.notReady > limit {
 		r.wait(node.Name)
-		r.Log.Warn("too many unhealthy nodes: every repair stopped", "unhealthy", fleet.unhealthy, "nodes", fleet.total, "maxUnhealthy", r.Options.MaxUnhealthy.String())
-		r.event(node, corev1.EventTypeWarning, ReasonHalted, "%d of %d nodes are unhealthy, more than --max-unhealthy=%s (%d): every repair is stopped, since this looks like a wider outage", fleet.unhealthy, fleet.total, r.Options.MaxUnhealthy.String(), limit)
+		r.Log.Warn("too many unhealthy nodes: every repair stopped", "notReady", fleet.notReady, "nodes", fleet.total, "maxUnhealthy", r.Options.MaxUnhealthy.String())
+		r.event(node, corev1.EventTypeWarning, ReasonHalted, "%d of %d nodes are not Ready, more than --max-unhealthy=%s (%d): every repair is stopped, since this looks like a wider outage", fleet.notReady, fleet.total, r.Options.MaxUnhealthy.String(), limit)
 		return ctrl.Result{RequeueAfter: r.Options.PollInterval}, nil
 	}
 	if why := SkipReason(node, r.Options.SkipTaints, st); why != "" {
@@ -396,6 +396,12 @@ func (r *Reconciler) save(ctx context.Context, node *corev1.Node, st State) erro
 // fleetStatus counts the nodes for the safety rails.
 type fleetStatus struct {
 	total, unhealthy, inFlight int
+	// notReady counts the nodes whose Ready is not True now, however
+	// briefly: the max-unhealthy rail halts on it, so that nodes failing
+	// together stop repairs before the first of them passes
+	// --unhealthy-after (counting only those past it would let the first
+	// one be repaired in the middle of an outage).
+	notReady int
 }
 
 // fleet counts the nodes from the cache and updates the gauges.
@@ -412,8 +418,12 @@ func (r *Reconciler) fleet(ctx context.Context, now time.Time) (fleetStatus, err
 	counted := map[string]bool{}
 	for i := range list.Items {
 		n := &list.Items[i]
-		if bad, _ := HealthOf(n).Unhealthy(now, r.Options.UnhealthyAfter); bad {
+		h := HealthOf(n)
+		if bad, _ := h.Unhealthy(now, r.Options.UnhealthyAfter); bad {
 			f.unhealthy++
+		}
+		if bad, _ := h.Unhealthy(now, 0); bad {
+			f.notReady++
 		}
 		if st, err := StateOf(n); err == nil && st.InFlight() {
 			counted[n.Name] = true
@@ -424,7 +434,7 @@ func (r *Reconciler) fleet(ctx context.Context, now time.Time) (fleetStatus, err
 	}
 	f.inFlight = len(counted)
 	r.metrics.unhealthy.Set(float64(f.unhealthy))
-	r.metrics.halted.Set(b2f(f.unhealthy > maxUnhealthyOf(r.Options.MaxUnhealthy, f.total)))
+	r.metrics.halted.Set(b2f(f.notReady > maxUnhealthyOf(r.Options.MaxUnhealthy, f.total)))
 	r.metrics.inFlight.Set(float64(f.inFlight))
 	return f, nil
 }
