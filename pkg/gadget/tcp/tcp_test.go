@@ -258,10 +258,14 @@ func TestFloodIsCountedNotDropped(t *testing.T) {
 	if lostSeen != st.Lost {
 		t.Errorf("OnLost reported %d, stats say %d", lostSeen, st.Lost)
 	}
-	// Exactly 4 per connection, plus the odd retransmit on a loaded machine.
-	if got := st.Events + st.Filtered + st.Lost + st.Missed; got < 4*conns || got > 4*conns+conns/50 {
-		t.Errorf("events %d + filtered %d + lost %d + missed %d = %d, want %d (4 per connection) plus at most %d retransmits",
-			st.Events, st.Filtered, st.Lost, st.Missed, got, 4*conns, conns/50)
+	// 4 per connection, none missing: lost events are counted. The tracer
+	// is unfiltered, so retransmits on a loaded machine and the TCP
+	// traffic of whatever else runs on it (other test packages run in
+	// parallel: labs, real pods) add a few; double counting would add
+	// thousands.
+	if got := st.Events + st.Filtered + st.Lost + st.Missed; got < 4*conns || got > 4*conns+conns/10 {
+		t.Errorf("events %d + filtered %d + lost %d + missed %d = %d, want %d (4 per connection) plus at most %d others",
+			st.Events, st.Filtered, st.Lost, st.Missed, got, 4*conns, conns/10)
 	}
 }
 

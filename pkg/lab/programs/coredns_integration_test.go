@@ -188,7 +188,13 @@ import custom/*.server
 	// The errors plugin of the custom block logs the upstream's silence;
 	// the log plugin (coredns-custom's log.override) the default block's
 	// queries.
+	// CoreDNS writes the error line after it has answered SERVFAIL: give
+	// it a moment.
 	for _, want := range []string{"[ERROR] plugin/errors: 2 api.payments.example. A: read udp", "->" + upstreamIP + ":53: i/o timeout", `"A IN order-service.default.svc.cluster.local. udp`} {
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(out.String(), want) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("CoreDNS's output lacks %q:\n%s", want, out)
 		}

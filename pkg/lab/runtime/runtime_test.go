@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -118,6 +119,8 @@ func newBed(t testing.TB, objs ...corev1.ConfigMap) *bed {
 	rt, err := New(Options{
 		Resolver: testResolver(nil), Network: n, Cgroups: roots, Parent: parent, Dir: t.TempDir(),
 		Client: cs, BackOff: 200 * time.Millisecond, MaxBackOff: time.Second,
+		// Warnings (a container that did not start) explain a failure.
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Notify: func(k string) {
 			select {
 			case changed <- k:
