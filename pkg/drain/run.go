@@ -99,6 +99,7 @@ type Refusal struct {
 	Message string `json:"message"`
 }
 
+// Error implements error.
 func (e *StalledError) Error() string {
 	parts := make([]string, len(e.Refused))
 	for i, r := range e.Refused {

@@ -36,6 +36,7 @@ type RefusedError struct {
 	Stale bool
 }
 
+// Error implements error.
 func (e *RefusedError) Error() string {
 	if e.Stale {
 		return "fix refused: the object changed since the problem was read (a JSON patch test operation failed); run the check again for a fresh fix: " + e.Reason

@@ -81,6 +81,7 @@ type AmbiguousError struct {
 	Choices []string
 }
 
+// Error implements error.
 func (e *AmbiguousError) Error() string {
 	return e.What + "; pick one:\n  " + strings.Join(e.Choices, "\n  ")
 }
