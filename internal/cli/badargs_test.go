@@ -28,7 +28,9 @@ func checkBadArgs(t *testing.T, newCmd func(*Globals) *cobra.Command, tests []ba
 			g.ConfigFlags.KubeConfig = &kubeconfig
 			cmd := newCmd(g)
 			g.ConfigFlags.AddFlags(cmd.PersistentFlags())
-			cmd.SetArgs(tc.args)
+			// A nil slice would make cobra parse the test binary's own
+			// arguments.
+			cmd.SetArgs(append([]string{}, tc.args...))
 			cmd.SilenceUsage, cmd.SilenceErrors = true, true
 			err := cmd.Execute()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
