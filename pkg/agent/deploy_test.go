@@ -31,35 +31,10 @@ func manifests(t *testing.T, name string) []*unstructured.Unstructured {
 	return labtest.Manifests(t, "../../deploy/agent/"+name)
 }
 
-var resources = map[string]schema.GroupVersionResource{
-	"ServiceAccount":            {Version: "v1", Resource: "serviceaccounts"},
-	"ClusterRole":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
-	"ClusterRoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
-	"Role":                      {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
-	"RoleBinding":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
-	"ValidatingAdmissionPolicy": {Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"},
-	"ValidatingAdmissionPolicyBinding": {Group: "admissionregistration.k8s.io", Version: "v1",
-		Resource: "validatingadmissionpolicybindings"},
-	"DaemonSet": {Group: "apps", Version: "v1", Resource: "daemonsets"},
-}
-
 func TestManifestsPassServerSideDryRun(t *testing.T) {
 	c := labtest.Cluster(t)
-	dyn := dynamic.NewForConfigOrDie(c.RESTConfig())
 	for _, f := range []string{"rbac.yaml", "daemonset.yaml"} {
-		for _, u := range manifests(t, f) {
-			gvr, ok := resources[u.GetKind()]
-			if !ok {
-				t.Fatalf("%s: unexpected kind %s", f, u.GetKind())
-			}
-			var ri dynamic.ResourceInterface = dyn.Resource(gvr)
-			if ns := u.GetNamespace(); ns != "" {
-				ri = dyn.Resource(gvr).Namespace(ns)
-			}
-			if _, err := ri.Create(context.Background(), u, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
-				t.Errorf("%s %s/%s: server-side dry run: %v", f, u.GetKind(), u.GetName(), err)
-			}
-		}
+		labtest.ApplyManifests(t, c.RESTConfig(), "../../deploy/agent/"+f, true)
 	}
 }
 
@@ -277,7 +252,6 @@ func TestReportPolicyConfinesTheAgentsWrites(t *testing.T) {
 	user := "kdiag-agent-" + marker
 	policy := "kdiag-agent-node-reports-" + marker
 	for _, u := range manifests(t, "rbac.yaml") {
-		gvr := resources[u.GetKind()]
 		switch u.GetKind() {
 		case "ValidatingAdmissionPolicy":
 			conds, _, _ := unstructured.NestedSlice(u.Object, "spec", "matchConditions")
@@ -293,6 +267,10 @@ func TestReportPolicyConfinesTheAgentsWrites(t *testing.T) {
 			continue
 		}
 		u.SetName(policy)
+		gvr := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"}
+		if u.GetKind() == "ValidatingAdmissionPolicyBinding" {
+			gvr.Resource = "validatingadmissionpolicybindings"
+		}
 		if _, err := admin.Resource(gvr).Create(ctx, u, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create %s: %v", u.GetKind(), err)
 		}

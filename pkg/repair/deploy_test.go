@@ -14,8 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 
 	"github.com/kdiag/kdiag/pkg/apis/kdiag/v1alpha1"
 	"github.com/kdiag/kdiag/pkg/lab/labtest"
@@ -30,46 +30,17 @@ func manifests(t *testing.T, name string) []*unstructured.Unstructured {
 	return labtest.Manifests(t, "../../deploy/repair/"+name)
 }
 
-var resources = map[string]schema.GroupVersionResource{
-	"ServiceAccount":     {Version: "v1", Resource: "serviceaccounts"},
-	"ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
-	"ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
-	"Role":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
-	"RoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
-	"Deployment":         {Group: "apps", Version: "v1", Resource: "deployments"},
-}
-
 // apply creates the file's objects (dryRun: only a server-side dry run)
 // and deletes them when the test ends.
-func apply(t *testing.T, dyn dynamic.Interface, file string, dryRun bool) {
+func apply(t *testing.T, cfg *rest.Config, file string, dryRun bool) {
 	t.Helper()
-	for _, u := range manifests(t, file) {
-		gvr, ok := resources[u.GetKind()]
-		if !ok {
-			t.Fatalf("%s: unexpected kind %s", file, u.GetKind())
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(gvr)
-		if ns := u.GetNamespace(); ns != "" {
-			ri = dyn.Resource(gvr).Namespace(ns)
-		}
-		opts := metav1.CreateOptions{}
-		if dryRun {
-			opts.DryRun = []string{metav1.DryRunAll}
-		}
-		if _, err := ri.Create(context.Background(), u, opts); err != nil {
-			t.Fatalf("%s %s/%s: create (dry run %v): %v", file, u.GetKind(), u.GetName(), dryRun, err)
-		}
-		if !dryRun {
-			t.Cleanup(func() { _ = ri.Delete(context.Background(), u.GetName(), metav1.DeleteOptions{}) })
-		}
-	}
+	labtest.ApplyManifests(t, cfg, "../../deploy/repair/"+file, dryRun)
 }
 
 func TestManifestsPassServerSideDryRun(t *testing.T) {
 	c := labtest.Cluster(t)
-	dyn := dynamic.NewForConfigOrDie(c.RESTConfig())
 	for _, f := range []string{"rbac.yaml", "rbac-clusterapi.yaml", "deployment.yaml"} {
-		apply(t, dyn, f, true)
+		apply(t, c.RESTConfig(), f, true)
 	}
 }
 
@@ -102,7 +73,7 @@ func TestControllerWorksWithExactlyItsRBAC(t *testing.T) {
 	if err := ops.EnsureCRD(ctx, l.cfg); err != nil {
 		t.Fatalf("install the Operation CRD: %v", err)
 	}
-	apply(t, dynamic.NewForConfigOrDie(l.cfg), "rbac.yaml", false)
+	apply(t, l.cfg, "rbac.yaml", false)
 	// RBAC matches a ServiceAccount subject by user name: a client
 	// certificate with that name stands for the pod's token.
 	sa, err := c.ClientCertConfig("system:serviceaccount:kube-system:kdiag-repair", []string{"system:serviceaccounts", "system:serviceaccounts:kube-system"}, time.Now().Add(time.Hour))

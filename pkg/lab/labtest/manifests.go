@@ -3,14 +3,21 @@ package labtest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 )
 
@@ -52,6 +59,44 @@ func ReadManifests(path string) ([]*unstructured.Unstructured, error) {
 		}
 		if len(u.Object) > 0 {
 			out = append(out, u)
+		}
+	}
+}
+
+// ApplyManifests creates the objects of a manifest file on the API server
+// of cfg, finding each kind's resource by discovery. With dryRun it only
+// sends a server-side dry run (the server validates and admits them, and
+// keeps nothing); otherwise it deletes the objects when the test ends.
+func ApplyManifests(t testing.TB, cfg *rest.Config, path string, dryRun bool) {
+	t.Helper()
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		t.Fatalf("discovery client: %v", err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatalf("dynamic client: %v", err)
+	}
+	for _, u := range Manifests(t, path) {
+		gvk := u.GroupVersionKind()
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("%s: %s %s: no such resource on the server: %v", path, gvk, u.GetName(), err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		if ns := u.GetNamespace(); ns != "" {
+			ri = dyn.Resource(m.Resource).Namespace(ns)
+		}
+		opts := metav1.CreateOptions{}
+		if dryRun {
+			opts.DryRun = []string{metav1.DryRunAll}
+		}
+		if _, err := ri.Create(context.Background(), u, opts); err != nil {
+			t.Fatalf("%s %s/%s: create (server-side dry run: %v): %v", path, u.GetKind(), u.GetName(), dryRun, err)
+		}
+		if !dryRun {
+			t.Cleanup(func() { _ = ri.Delete(context.Background(), u.GetName(), metav1.DeleteOptions{}) })
 		}
 	}
 }
