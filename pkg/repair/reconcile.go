@@ -82,6 +82,15 @@ type Reconciler struct {
 // Reconcile implements reconcile.Reconciler for one Node.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	now := r.Clock.Now()
+	// The fleet comes from the informer cache and the node from the API
+	// server, which is never behind the cache: counting the fleet first
+	// means a node seen healed by the count is also seen healed below,
+	// instead of a stale NotReady node being repaired because the count
+	// already saw it Ready (and so dropped under --max-unhealthy).
+	fleet, err := r.fleet(ctx, now)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	node := &corev1.Node{}
 	if err := r.Reader.Get(ctx, req.NamespacedName, node); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -101,10 +110,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		st = State{}
 	} else {
 		r.warnOnce(node.Name+"\x00state", "")
-	}
-	fleet, err := r.fleet(ctx, now)
-	if err != nil {
-		return ctrl.Result{}, err
 	}
 	health := HealthOf(node)
 	if health.Ready {
