@@ -58,6 +58,11 @@ func processesIn(t *testing.T, dir string) []string {
 			continue
 		}
 		cmdline, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+		if len(cmdline) == 0 {
+			// Killed and exiting: its memory (and so its command line) is
+			// already released, it is just not a zombie yet.
+			continue
+		}
 		out = append(out, pid+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
 	}
 	return out
