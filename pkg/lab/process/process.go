@@ -88,7 +88,9 @@ func (p *Process) Err() error {
 	return p.err
 }
 
-// Start launches spec and returns once the process runs.
+// Start launches spec and returns once the process runs. A process that
+// exited before Start could record it yields an error wrapping ErrExited
+// together with the (done) Process, whose Err says how it ended.
 func Start(spec Spec) (*Process, error) {
 	// The resolved path is what /proc/<pid>/exe shows, which Alive checks.
 	path, err := filepath.EvalSymlinks(spec.Path)
@@ -185,8 +187,11 @@ func Start(spec Spec) (*Process, error) {
 	if err != nil {
 		// The child exited already; its start time is unknown, and a
 		// record without one must never match a later process.
+		// The Process is returned with the error, done, so that a caller
+		// for whom a quick exit is an ordinary run (a container that exits
+		// at once) can read how it ended (Err).
 		<-p.done
-		return nil, fmt.Errorf("start %s: %w (%v)", spec.Name, ErrExited, p.err)
+		return p, fmt.Errorf("start %s: %w (%v)", spec.Name, ErrExited, p.err)
 	}
 	p.StartTicks = st.StartTicks
 	return p, nil

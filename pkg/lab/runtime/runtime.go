@@ -519,7 +519,9 @@ func (cr *containerRun) runOnce(ctx context.Context) (*corev1.ContainerStateTerm
 		Env: env, Dir: dir, LogFile: logFile, Stdout: stdout, Stderr: stderr,
 		Netns: cr.pod.net.NetnsPath(), Cgroups: group.Dirs(), Cgroup2: rt.opts.Cgroups.V2,
 	})
-	if err != nil {
+	// A container that exits before Start could record it did run: it
+	// ends like any other run, with its exit code.
+	if err != nil && (p == nil || !errors.Is(err, process.ErrExited)) {
 		return nil, err
 	}
 	// Done means the output was copied: flush what had no newline.
